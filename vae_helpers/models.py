@@ -223,3 +223,144 @@ class VAE(VAEBase):
             return out
         raw_mean, raw_logvar = out.chunk(2, dim=-1)
         return torch.sigmoid(raw_mean), self.min_logvar + F.softplus(raw_logvar - self.min_logvar)
+
+
+# --- notebook 03: convolutional VAE -------------------------------------------------------------
+
+
+def conv_output_size(size: int, kernel_size: int, stride: int = 1, padding: int = 0, dilation: int = 1) -> int:
+    """Side length after a Conv2d: floor((size + 2*padding - dilation*(kernel_size - 1) - 1) / stride) + 1."""
+    return (size + 2 * padding - dilation * (kernel_size - 1) - 1) // stride + 1
+
+
+def conv_transpose_output_size(size: int, kernel_size: int, stride: int = 1, padding: int = 0,
+                               output_padding: int = 0) -> int:
+    """Side length after a ConvTranspose2d: (size - 1)*stride - 2*padding + kernel_size + output_padding."""
+    return (size - 1) * stride - 2 * padding + kernel_size + output_padding
+
+
+@dataclass
+class ConvVAEConfig:
+    """Sizes of the convolutional VAE; the defaults are the seed's 2-D model (notebook 03).
+
+    ``channels[i]`` output channels of encoder conv ``i`` with stride ``strides[i]`` (1 or 2, 'same'
+    padding); ``hidden_dim`` the dense layer after flattening; ``decoder_channels`` one stride-2
+    transposed conv each, so there must be as many of them as stride-2 encoder layers.
+    """
+
+    latent_dim: int = 2
+    channels: tuple[int, ...] = (32, 64, 64, 64)
+    strides: tuple[int, ...] = (1, 2, 1, 1)
+    hidden_dim: int = 32
+    decoder_channels: tuple[int, ...] = (32,)
+    kernel_size: int = 3
+    image_size: int = 28
+
+    def __post_init__(self) -> None:
+        self.channels, self.strides = tuple(self.channels), tuple(self.strides)
+        self.decoder_channels = tuple(self.decoder_channels)
+        _check_dims(latent_dim=self.latent_dim, hidden_dim=self.hidden_dim, image_size=self.image_size,
+                    **{f"channels[{i}]": c for i, c in enumerate(self.channels)},
+                    **{f"decoder_channels[{i}]": c for i, c in enumerate(self.decoder_channels)})
+        if not self.channels or len(self.strides) != len(self.channels):
+            raise ValueError(f"need one stride per encoder conv: channels {self.channels}, strides {self.strides}")
+        if any(s not in (1, 2) for s in self.strides):
+            raise ValueError(f"strides must be 1 or 2, got {self.strides}")
+        if self.kernel_size not in (3, 5):
+            raise ValueError(f"kernel_size must be 3 or 5 (odd, so 'same' padding is kernel_size // 2), got {self.kernel_size}")
+        downs = sum(s == 2 for s in self.strides)
+        if downs != len(self.decoder_channels):
+            raise ValueError(f"{downs} stride-2 encoder layer(s) need as many decoder_channels, got {self.decoder_channels}")
+        if self.image_size % 2**downs:
+            raise ValueError(f"image_size {self.image_size} cannot be halved {downs} times exactly")
+
+    @property
+    def feature_size(self) -> int:
+        """Side of the last encoder feature map (28 -> 14 -> 7 for each stride 2)."""
+        return self.image_size // 2 ** sum(s == 2 for s in self.strides)
+
+
+class ConvVAE(VAEBase):
+    """Convolutional VAE with a Bernoulli decoder: conv stack -> dense -> (mu, logvar); dense -> transposed convs -> logits."""
+
+    def __init__(self, config: ConvVAEConfig | None = None):
+        super().__init__()
+        self.config = c = config or ConvVAEConfig()
+        self.likelihood = "bernoulli"
+        self.latent_dim = c.latent_dim
+        pad = c.kernel_size // 2
+        layers: list[nn.Module] = []
+        prev = 1
+        for width, stride in zip(c.channels, c.strides):
+            layers += [nn.Conv2d(prev, width, c.kernel_size, stride=stride, padding=pad), nn.ReLU()]
+            prev = width
+        flat = prev * c.feature_size**2
+        self.encoder = nn.Sequential(*layers, nn.Flatten(), nn.Linear(flat, c.hidden_dim), nn.ReLU())
+        self.to_mu = nn.Linear(c.hidden_dim, c.latent_dim)
+        self.to_logvar = nn.Linear(c.hidden_dim, c.latent_dim)
+        self.from_z = nn.Sequential(nn.Linear(c.latent_dim, flat), nn.ReLU())
+        ups: list[nn.Module] = []
+        for width in c.decoder_channels:  # each doubles the side: (s - 1)*2 - 2*pad + k + 1 = 2s
+            ups += [nn.ConvTranspose2d(prev, width, c.kernel_size, stride=2, padding=pad, output_padding=1), nn.ReLU()]
+            prev = width
+        self.decoder = nn.Sequential(*ups, nn.Conv2d(prev, 1, c.kernel_size, padding=pad))
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x ``(B, 1, 28, 28)`` or ``(B, 784)`` -> mu, logvar each ``(B, latent_dim)``."""
+        side = self.config.image_size
+        if x.dim() == 2 and x.shape[1] == side * side:
+            x = x.view(-1, 1, side, side)  # (B, 1, 28, 28)
+        if x.dim() != 4 or tuple(x.shape[1:]) != (1, side, side):
+            raise ValueError(f"ConvVAE.encode expects (B, 1, {side}, {side}) or (B, {side * side}), got {tuple(x.shape)}")
+        h = self.encoder(x)  # (B, hidden_dim)
+        return self.to_mu(h), self.to_logvar(h)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """z ``(B, latent_dim)`` -> Bernoulli logits ``(B, 1, 28, 28)``."""
+        c = self.config
+        h = self.from_z(z)  # (B, C*s*s)
+        h = h.view(-1, c.channels[-1], c.feature_size, c.feature_size)  # (B, C, s, s)
+        return self.decoder(h)  # (B, 1, 28, 28)
+
+
+def layer_summary(model: nn.Module, input_shape: tuple[int, ...], as_rows: bool = False) -> str | list[tuple[str, str, int]]:
+    """Layer-by-layer table (layer, output shape, parameters) from one forward pass of zeros ``(1, *input_shape)``.
+
+    Uses forward hooks on the leaf modules; a model with ``encode``/``decode`` (a VAE) is run as
+    ``decode(encode(x)[0])``. Returns the table as text, or the rows when ``as_rows=True``.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(input_shape, (tuple, list)) or not all(isinstance(s, int) and s > 0 for s in input_shape):
+        raise ValueError(f"input_shape must be a tuple of positive ints (without the batch), got {input_shape!r}")
+    rows: list[tuple[str, str, int]] = []
+
+    def hook(module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+        name = next(n for n, m in model.named_modules() if m is module)
+        shape = tuple(output.shape[1:]) if isinstance(output, torch.Tensor) else "?"
+        rows.append((f"{name} ({type(module).__name__})", str(shape), sum(p.numel() for p in module.parameters())))
+
+    leaves = [m for m in model.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    param = next(model.parameters(), None)
+    x = torch.zeros(1, *input_shape, device=param.device if param is not None else "cpu")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            if hasattr(model, "encode") and hasattr(model, "decode"):
+                model.decode(model.encode(x)[0])
+            else:
+                model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    if as_rows:
+        return rows
+    total = sum(p.numel() for p in model.parameters())
+    width = max(len(r[0]) for r in rows + [("layer (type)", "", 0)])
+    lines = [f"{'layer (type)':<{width}}  {'output shape':<16}  {'parameters':>10}", "-" * (width + 30)]
+    lines += [f"{name:<{width}}  {shape:<16}  {count:>10,}" for name, shape, count in rows]
+    lines += ["-" * (width + 30), f"{'total':<{width}}  {'':<16}  {total:>10,}"]
+    return "\n".join(lines)

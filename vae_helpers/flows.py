@@ -1,0 +1,349 @@
+"""Planar normalizing flows, a VAE with a planar-flow posterior, and 2-D test energies (notebook 04).
+
+Rezende & Mohamed (2015), "Variational Inference with Normalizing Flows", ICML. A planar map
+f(z) = z + û h(wᵀz + b), h = tanh, has log|det ∂f/∂z| = log|1 + ûᵀψ(z)|, ψ(z) = h'(wᵀz + b) w.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .losses import elbo, gaussian_log_likelihood, standard_normal_log_density
+from .models import Decoder, Encoder, VAEBase, VAEConfig, reparameterize
+
+Energy = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _tensors(**named: object) -> None:
+    for name, value in named.items():
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+
+
+def _column(b: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """b with a trailing size-1 dim to broadcast against ``(..., D)``: ``(...)`` or ``(..., 1)`` -> ``(..., 1)``."""
+    if b.dim() == w.dim() - 1:
+        return b.unsqueeze(-1)
+    if b.dim() == w.dim() and b.shape[-1] == 1:
+        return b
+    raise ValueError(f"b must have shape {tuple(w.shape[:-1])} or {tuple(w.shape[:-1]) + (1,)} to go with w {tuple(w.shape)}, got {tuple(b.shape)}")
+
+
+def constrain_u(u: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """û = u + (m(wᵀu) - wᵀu) w / ‖w‖², m(x) = -1 + softplus(x), so that wᵀû = m(wᵀu) > -1.
+
+    Rezende & Mohamed (2015), Appendix A.1. Args: u, w ``(..., D)``. Returns û ``(..., D)``.
+    """
+    _tensors(u=u, w=w)
+    if u.shape[-1] != w.shape[-1]:
+        raise ValueError(f"u {tuple(u.shape)} and w {tuple(w.shape)} must have the same last dimension")
+    wu = (w * u).sum(-1, keepdim=True)  # (..., 1)
+    w_sq = w.pow(2).sum(-1, keepdim=True).clamp_min(1e-12)  # ‖w‖², (..., 1)
+    return u + (-1.0 + F.softplus(wu) - wu) * w / w_sq
+
+
+def planar_transform(z: torch.Tensor, u: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """f(z) = z + u tanh(wᵀz + b) and log|1 + uᵀψ(z)|, ψ(z) = (1 - tanh²(wᵀz + b)) w.
+
+    ``u`` is used as given (pass ``constrain_u(u, w)`` for an invertible map). Args: z ``(..., D)``;
+    u, w broadcastable to it; b ``(...)`` or ``(..., 1)`` matching w's leading dims. Returns
+    ``(f(z) (..., D), log_det (...))``.
+    """
+    _tensors(z=z, u=u, w=w, b=b)
+    if not (z.shape[-1] == u.shape[-1] == w.shape[-1]):
+        raise ValueError(f"z {tuple(z.shape)}, u {tuple(u.shape)} and w {tuple(w.shape)} must share the last dimension")
+    a = (z * w).sum(-1, keepdim=True) + _column(b, w)  # wᵀz + b, (..., 1)
+    h = torch.tanh(a)
+    psi = (1.0 - h.pow(2)) * w  # h'(a) w, (..., D)
+    log_det = torch.log(torch.abs(1.0 + (psi * u).sum(-1)) + 1e-8)  # (...)
+    return z + u * h, log_det
+
+
+def planar_flow_sequence(z: torch.Tensor, u: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """K planar maps in a row with raw per-example parameters (each u is constrained first).
+
+    Args: z ``(..., B, D)``; u, w ``(B, K, D)``; b ``(B, K)``. Returns ``(z_K (..., B, D), Σ_k log_det_k (..., B))``.
+    """
+    _tensors(z=z, u=u, w=w, b=b)
+    if u.dim() != 3 or u.shape != w.shape or tuple(b.shape) != tuple(u.shape[:2]):
+        raise ValueError(f"need u, w of shape (B, K, D) and b of shape (B, K); got {tuple(u.shape)}, {tuple(w.shape)}, {tuple(b.shape)}")
+    log_det = torch.zeros(z.shape[:-1], dtype=z.dtype, device=z.device)
+    for k in range(u.shape[1]):
+        z, ld = planar_transform(z, constrain_u(u[:, k], w[:, k]), w[:, k], b[:, k])
+        log_det = log_det + ld
+    return z, log_det
+
+
+class PlanarFlow(nn.Module):
+    """One planar map with its own parameters u, w ``(D,)``, b ``(1,)``, or with per-example ones.
+
+    ``forward(z, u, w, b)`` with u, w ``(B, D)`` and b ``(B,)`` or ``(B, 1)`` uses those (amortised
+    flows, where an encoder outputs them). u is always passed through ``constrain_u`` first.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"dim must be a positive int, got {dim!r}")
+        self.dim = dim
+        bound = 1.0 / math.sqrt(dim)
+        self.u = nn.Parameter(torch.empty(dim).uniform_(-bound, bound))
+        self.w = nn.Parameter(torch.empty(dim).uniform_(-bound, bound))
+        self.b = nn.Parameter(torch.empty(1).uniform_(-bound, bound))
+
+    def forward(self, z: torch.Tensor, u: torch.Tensor | None = None, w: torch.Tensor | None = None,
+                b: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``z (B, D) -> (f(z) (B, D), log|det ∂f/∂z| (B,))``."""
+        _tensors(z=z)
+        if z.dim() < 1 or z.shape[-1] != self.dim:
+            raise ValueError(f"z must have shape (B, {self.dim}), got {tuple(z.shape)}")
+        given = [p is not None for p in (u, w, b)]
+        if any(given) and not all(given):
+            raise ValueError("pass all three of u, w, b (per-example parameters) or none of them")
+        if not any(given):
+            u, w, b = self.u, self.w, self.b
+        elif u.shape != w.shape or u.shape[-1] != self.dim:
+            raise ValueError(f"u {tuple(u.shape)} and w {tuple(w.shape)} must both be (B, {self.dim})")
+        return planar_transform(z, constrain_u(u, w), w, b)
+
+
+class PlanarFlowSequence(nn.Module):
+    """K planar flows with their own parameters, applied in order; the log-dets add up."""
+
+    def __init__(self, dim: int, num_flows: int):
+        super().__init__()
+        if isinstance(num_flows, bool) or not isinstance(num_flows, int) or num_flows < 0:
+            raise ValueError(f"num_flows must be a non-negative int, got {num_flows!r}")
+        self.dim = dim
+        self.flows = nn.ModuleList(PlanarFlow(dim) for _ in range(num_flows))
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``z_0 (B, D) -> (z_K (B, D), Σ_k log|det ∂f_k/∂z_{k-1}| (B,))``."""
+        log_det = torch.zeros(z.shape[:-1], dtype=z.dtype, device=z.device)
+        for flow in self.flows:
+            z, ld = flow(z)
+            log_det = log_det + ld
+        return z, log_det
+
+    def trajectory(self, z: torch.Tensor) -> list[torch.Tensor]:
+        """``[z_0, z_1, ..., z_K]``, each ``(B, D)``: the sample cloud after every layer."""
+        out = [z]
+        for flow in self.flows:
+            out.append(flow(out[-1])[0])
+        return out
+
+
+def flow_free_energy(log_px: torch.Tensor, z0: torch.Tensor, zK: torch.Tensor, mu: torch.Tensor,
+                     logvar: torch.Tensor, log_det: torch.Tensor) -> torch.Tensor:
+    """One-sample negative ELBO: log q_0(z_0) - Σ log-det - log p(z_K) - log p(x|z_K).
+
+    Args: log_px, log_det (Σ over the flows) ``(...)``; z0, zK, mu, logvar ``(..., D)``. Returns ``(...)``.
+    """
+    _tensors(log_px=log_px, z0=z0, zK=zK, mu=mu, logvar=logvar, log_det=log_det)
+    log_q0 = gaussian_log_likelihood(z0, mu, logvar)
+    return -log_px - standard_normal_log_density(zK) + log_q0 - log_det
+
+
+@dataclass
+class FlowVAEConfig(VAEConfig):
+    """The 20-D VAE of the series plus ``num_flows`` amortised planar flows on q(z|x)."""
+
+    hidden_dim: int = 500
+    latent_dim: int = 20
+    depth: int = 2
+    likelihood: str = "bernoulli"
+    num_flows: int = 4
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.num_flows, bool) or not isinstance(self.num_flows, int) or self.num_flows < 0:
+            raise ValueError(f"num_flows must be a non-negative int, got {self.num_flows!r}")
+
+
+class FlowVAE(VAEBase):
+    """VAE whose encoder outputs mu, logvar and u, w, b of K planar flows per input; num_flows=0 is a plain VAE."""
+
+    def __init__(self, config: FlowVAEConfig | None = None):
+        super().__init__()
+        self.config = config or FlowVAEConfig()
+        c = self.config
+        self.likelihood, self.latent_dim, self.num_flows = c.likelihood, c.latent_dim, c.num_flows
+        self.encoder = Encoder(c.input_dim, c.hidden_dim, 2 * c.latent_dim + c.num_flows * (2 * c.latent_dim + 1), c.depth)
+        out = c.input_dim if c.likelihood == "bernoulli" else 2 * c.input_dim
+        self.decoder = Decoder(c.latent_dim, c.hidden_dim, out, c.depth)
+
+    def encode_all(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``x (B, ...) -> mu, logvar (B, D), u, w (B, K, D), b (B, K)`` (u raw, before ``constrain_u``)."""
+        _tensors(x=x)
+        B, D, K = x.shape[0], self.latent_dim, self.num_flows
+        h = self.encoder(x.reshape(B, -1))  # (B, 2D + K(2D+1))
+        mu, logvar, u, w, b = h.split([D, D, K * D, K * D, K], dim=-1)
+        return mu, logvar, u.reshape(B, K, D), w.reshape(B, K, D), b
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x (B, ...) -> mu (B, D), logvar (B, D)``: the base distribution q_0(z_0|x)."""
+        return self.encode_all(x)[:2]
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``(B, D) ->`` logits ``(B, 784)`` (Bernoulli) or ``(mean, logvar)`` each ``(B, 784)`` (Gaussian)."""
+        out = self.decoder(z)
+        if self.likelihood == "bernoulli":
+            return out
+        raw_mean, raw_logvar = out.chunk(2, dim=-1)
+        return torch.sigmoid(raw_mean), self.min_logvar + F.softplus(raw_logvar - self.min_logvar)
+
+    def sample_posterior(self, x: torch.Tensor, num_samples: int | None = None) -> tuple[torch.Tensor, ...]:
+        """Draw z_0 ~ q_0 and push it through the flows: ``(z0, zK, Σ log-det, mu, logvar)``.
+
+        z0, zK are ``(B, D)`` (or ``(S, B, D)`` with ``num_samples=S``), the log-det ``(B,)`` (or ``(S, B)``).
+        """
+        mu, logvar, u, w, b = self.encode_all(x)
+        z0 = reparameterize(mu, logvar, num_samples)
+        zK, log_det = planar_flow_sequence(z0, u, w, b)
+        return z0, zK, log_det, mu, logvar
+
+    def log_importance_weights(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        """log p(x|z_K) + log p(z_K) - log q_0(z_0) + Σ log-det for k draws: ``(B, ...) -> (k, B)``."""
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be a positive int, got {k!r}")
+        z0, zK, log_det, mu, logvar = self.sample_posterior(x, k)
+        return -flow_free_energy(self.log_likelihood(x, zK), z0, zK, mu, logvar, log_det)
+
+
+def flow_vae_loss(model: FlowVAE, x: torch.Tensor, beta: float = 1.0) -> dict[str, torch.Tensor]:
+    """Batch means of the flow ELBO terms for ``fit``; ``kl`` is the one-sample log q_K(z_K) - log p(z_K)."""
+    z0, zK, log_det, mu, logvar = model.sample_posterior(x)
+    log_px = model.log_likelihood(x, zK)  # (B,)
+    kl = gaussian_log_likelihood(z0, mu, logvar) - log_det - standard_normal_log_density(zK)
+    return {key: value.mean() for key, value in elbo(log_px, kl, beta).items()}
+
+
+# ----------------------------------------------------------------------------- 2-D target energies
+
+
+def _check_2d(z: torch.Tensor) -> None:
+    _tensors(z=z)
+    if z.dim() < 1 or z.shape[-1] != 2:
+        raise ValueError(f"z must have shape (N, 2), got {tuple(z.shape)}")
+
+
+def _w1(z: torch.Tensor) -> torch.Tensor:
+    return torch.sin(math.pi * z[..., 0] / 2)
+
+
+def _neg_logaddexp(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """-log(exp(-a) + exp(-b)), stable."""
+    return -torch.logaddexp(-a, -b)
+
+
+def U1(z: torch.Tensor) -> torch.Tensor:
+    """Ring with two lobes (Rezende & Mohamed 2015, Table 1): ``(N, 2) -> (N,)``."""
+    _check_2d(z)
+    ring = 0.5 * ((z.norm(dim=-1) - 2) / 0.4) ** 2
+    return ring + _neg_logaddexp(0.5 * ((z[..., 0] - 2) / 0.6) ** 2, 0.5 * ((z[..., 0] + 2) / 0.6) ** 2)
+
+
+def U2(z: torch.Tensor) -> torch.Tensor:
+    """Sine wave, ½((z2 - w1(z)) / 0.4)²: ``(N, 2) -> (N,)``."""
+    _check_2d(z)
+    return 0.5 * ((z[..., 1] - _w1(z)) / 0.4) ** 2
+
+
+def U3(z: torch.Tensor) -> torch.Tensor:
+    """Sine wave splitting into two around z1 = 1: ``(N, 2) -> (N,)``."""
+    _check_2d(z)
+    w2 = 3 * torch.exp(-0.5 * ((z[..., 0] - 1) / 0.6) ** 2)
+    d = z[..., 1] - _w1(z)
+    return _neg_logaddexp(0.5 * (d / 0.35) ** 2, 0.5 * ((d + w2) / 0.35) ** 2)
+
+
+def U4(z: torch.Tensor) -> torch.Tensor:
+    """Sine wave and a sigmoid-shifted copy of it: ``(N, 2) -> (N,)``."""
+    _check_2d(z)
+    w3 = 3 * torch.sigmoid((z[..., 0] - 1) / 0.3)
+    d = z[..., 1] - _w1(z)
+    return _neg_logaddexp(0.5 * (d / 0.4) ** 2, 0.5 * ((d + w3) / 0.35) ** 2)
+
+
+ENERGIES: dict[str, Energy] = {"U1": U1, "U2": U2, "U3": U3, "U4": U4}
+
+
+class PlanarFlowBank(nn.Module):
+    """M independent planar flows of up to K layers each, run as one batched computation.
+
+    Model m uses only its first ``num_flows[m]`` layers (the others are switched off: û = 0).
+    Parameters u, w ``(M, K, D)``, b ``(M, K)``; samples are ``(M, N, D)``.
+    """
+
+    def __init__(self, num_flows: Sequence[int], dim: int = 2):
+        super().__init__()
+        if not num_flows or any(isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in num_flows):
+            raise ValueError(f"num_flows must be a non-empty list of non-negative ints, got {num_flows!r}")
+        M, K, bound = len(num_flows), max(max(num_flows), 1), 1.0 / math.sqrt(dim)
+        self.dim = dim
+        self.u = nn.Parameter(torch.empty(M, K, dim).uniform_(-bound, bound))
+        self.w = nn.Parameter(torch.empty(M, K, dim).uniform_(-bound, bound))
+        self.b = nn.Parameter(torch.empty(M, K).uniform_(-bound, bound))
+        self.register_buffer("active", (torch.arange(K) < torch.tensor(num_flows)[:, None]).float())  # (M, K)
+
+    def trajectory(self, z: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """``z_0 (M, N, D) -> ([z_0, ..., z_K] each (M, N, D), Σ log-det (M, N))``."""
+        _tensors(z=z)
+        if z.dim() != 3 or z.shape[0] != self.u.shape[0] or z.shape[-1] != self.dim:
+            raise ValueError(f"z must have shape ({self.u.shape[0]}, N, {self.dim}), got {tuple(z.shape)}")
+        zs, log_det = [z], torch.zeros(z.shape[:2], dtype=z.dtype, device=z.device)
+        for k in range(self.u.shape[1]):
+            w = self.w[:, k, None]  # (M, 1, D)
+            u_hat = constrain_u(self.u[:, k, None], w) * self.active[:, k, None, None]
+            z_new, ld = planar_transform(zs[-1], u_hat, w, self.b[:, k, None])
+            zs.append(z_new)
+            log_det = log_det + ld
+        return zs, log_det
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``z_0 (M, N, D) -> (z_K (M, N, D), Σ log-det (M, N))``."""
+        zs, log_det = self.trajectory(z)
+        return zs[-1], log_det
+
+
+def fit_planar_flows_2d(energies: Sequence[Energy], num_flows: Sequence[int], num_steps: int = 3000,
+                        batch_size: int = 256, lr: float = 1e-2, anneal_steps: int | None = None,
+                        seed: int = 0) -> tuple[PlanarFlowBank, torch.Tensor]:
+    """Fit one planar flow from N(0, I) to every (energy, K) pair at once by reverse KL.
+
+    Minimises E_q0[log q_0(z_0) - Σ log-det + β_t U(z_K)] with β_t rising linearly from 0.01 to 1
+    over ``anneal_steps`` (default: the first half). Model ``i * len(num_flows) + j`` fits
+    ``energies[i]`` with ``num_flows[j]`` layers. Returns the bank and the per-step loss at β = 1
+    (KL(q_K || p) - log Z) of each model, ``(num_steps, M)``.
+    """
+    if not energies or not all(callable(e) for e in energies):
+        raise ValueError("energies must be a non-empty list of functions z (N, 2) -> (N,)")
+    for name, value in (("num_steps", num_steps), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        bank = PlanarFlowBank([k for _ in energies for k in num_flows])
+    M, J = bank.u.shape[0], len(num_flows)
+    anneal = max(1, anneal_steps if anneal_steps is not None else num_steps // 2)
+    optimizer = torch.optim.Adam(bank.parameters(), lr=lr)
+    history = torch.zeros(num_steps, M)
+    for step in range(num_steps):
+        beta = min(1.0, 0.01 + step / anneal)
+        z0 = torch.randn(M, batch_size, 2, generator=generator)
+        zK, log_det = bank(z0)
+        energy = torch.stack([energies[m // J](zK[m]) for m in range(M)])  # (M, N)
+        base = standard_normal_log_density(z0) - log_det  # log q_K(z_K), (M, N)
+        loss = (base + beta * energy).mean(1)  # (M,)
+        optimizer.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        optimizer.step()
+        history[step] = (base + energy).mean(1).detach()
+    return bank.eval(), history
