@@ -1,0 +1,443 @@
+"""Student versions of the notebooks (nbgrader's preprocessors) and grading without an nbgrader database.
+
+``python -m vae_helpers.grade --make-student notebooks/*.ipynb --out build/student``
+``python -m vae_helpers.grade SUBMISSION.ipynb [...] [--json] [--source notebooks/NN.ipynb] [--timeout S] [--full]``
+``python -m vae_helpers.grade --exercise-table notebooks/*.ipynb`` (the table in docs/teaching.md)
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import copy
+import json
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+from .runner import describe_error, execute_notebook
+
+NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+CODE_STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
+MAX_RESTARTS = 2  # cells that hang or kill the kernel are replaced by a failing stub at most this often
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+# ----------------------------------------------------------------------------- reading exercises
+
+
+def nbgrader_meta(cell: nbformat.NotebookNode) -> dict[str, Any]:
+    """The cell's nbgrader metadata (empty dict for an ordinary cell)."""
+    meta = cell.get("metadata", {}).get("nbgrader", {})
+    return meta if isinstance(meta, dict) else {}
+
+
+def is_check_cell(cell: nbformat.NotebookNode) -> bool:
+    """An automatically graded test cell: ``grade`` without ``solution``."""
+    meta = nbgrader_meta(cell)
+    return bool(meta.get("grade")) and not meta.get("solution") and cell.get("cell_type") == "code"
+
+
+def is_manual_cell(cell: nbformat.NotebookNode) -> bool:
+    """A manually graded answer (``grade`` and ``solution``) or task cell."""
+    meta = nbgrader_meta(cell)
+    return bool(meta.get("grade") and meta.get("solution")) or bool(meta.get("task"))
+
+
+def grade_ids(nb: nbformat.NotebookNode) -> list[str]:
+    """The grade_ids of every nbgrader cell (solution, check, manual), in notebook order."""
+    return [m["grade_id"] for m in map(nbgrader_meta, nb.cells) if m.get("grade_id")]
+
+
+def points_table_call(nb: nbformat.NotebookNode) -> dict[str, tuple[str, float]] | None:
+    """The dict passed to ``checks.points_table({...})`` in the notebook's code (None if there is none)."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    for cell in nb.cells:
+        if cell.cell_type != "code" or "points_table" not in cell.source:
+            continue
+        try:
+            tree = ast.parse(TransformerManager().transform_cell(cell.source))
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            func = getattr(node, "func", None)
+            name = getattr(func, "attr", None) or getattr(func, "id", None)
+            if isinstance(node, ast.Call) and name == "points_table" and node.args:
+                return ast.literal_eval(node.args[0])
+    return None
+
+
+@dataclass
+class Exercise:
+    """One graded cell of an instructor notebook."""
+
+    grade_id: str
+    title: str
+    points: float
+    manual: bool
+
+
+def exercises(nb: nbformat.NotebookNode) -> list[Exercise]:
+    """The graded cells (check cells and manually graded answers) with titles from the points table."""
+    titles = points_table_call(nb) or {}
+    found = []
+    for cell in nb.cells:
+        meta = nbgrader_meta(cell)
+        if is_check_cell(cell) or is_manual_cell(cell):
+            title = titles.get(meta["grade_id"], (meta["grade_id"], None))[0]
+            found.append(Exercise(meta["grade_id"], title, meta.get("points", 0), is_manual_cell(cell)))
+    return found
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:g}"
+
+
+def exercise_table(paths: list[Path]) -> str:
+    """A markdown table of every notebook's exercises and points (notebooks without exercises are left out)."""
+    rows = ["| notebook | exercise | check cell | graded | points |", "| --- | --- | --- | --- | ---: |"]
+    total = 0.0
+    for path in paths:
+        found = exercises(nbformat.read(path, as_version=4))
+        for ex in found:
+            how = "by hand" if ex.manual else "automatically"
+            rows.append(f"| {Path(path).name} | {ex.title} | `{ex.grade_id}` | {how} | {_num(ex.points)} |")
+        if found:
+            subtotal = sum(ex.points for ex in found)
+            rows.append(f"| {Path(path).name} | **total** | | | **{_num(subtotal)}** |")
+            total += subtotal
+    rows.append(f"| **series** | **total** | | | **{_num(total)}** |")
+    return "\n".join(rows)
+
+
+# ----------------------------------------------------------------------------- student versions
+
+
+def student_version(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """The student version of an instructor notebook, made by nbgrader's preprocessors through nbconvert.
+
+    The order is nbgrader's ``generate_assignment`` without the steps that need a course database
+    or header files: solutions become stubs, outputs and hidden tests go, checksums are recorded.
+    """
+    from nbconvert.exporters import NotebookExporter
+    from nbgrader import preprocessors as pp
+    from traitlets.config import Config
+
+    config = Config()
+    config.ClearSolutions.code_stub = {"python": CODE_STUB}
+    exporter = NotebookExporter(config=config)
+    for step in (pp.CheckCellMetadata, pp.LockCells, pp.ClearSolutions, pp.ClearOutput, pp.ClearHiddenTests,
+                 pp.ClearMarkScheme, pp.ComputeChecksums, pp.CheckCellMetadata):
+        exporter.register_preprocessor(step, enabled=True)
+    text, _ = exporter.from_notebook_node(copy.deepcopy(nb), resources={})
+    return nbformat.reads(text, as_version=4)
+
+
+def make_student(paths: list[Path], out_dir: Path) -> list[Path]:
+    """Write the student version of each notebook to ``out_dir`` under the same file name."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in paths:
+        dest = out_dir / Path(path).name
+        nbformat.write(student_version(nbformat.read(path, as_version=4)), dest)
+        written.append(dest)
+    return written
+
+
+# ----------------------------------------------------------------------------- grading
+
+
+@dataclass
+class ExerciseResult:
+    """The outcome of one graded cell: status is passed, failed, missing, not run or needs manual grading."""
+
+    grade_id: str
+    title: str
+    points: float
+    manual: bool
+    score: float | None
+    status: str
+    message: str = ""
+    answer: str | None = None  # the learner's text, for cells graded by hand
+
+
+@dataclass
+class Report:
+    """The grading of one submission; status is graded, not_a_notebook, empty, wrong_notebook,
+    unknown_notebook or execution_error."""
+
+    submission: str
+    status: str
+    message: str = ""
+    source: str | None = None
+    mode: str = "fast"
+    seconds: float = 0.0
+    exercises: list[ExerciseResult] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    executed: nbformat.NotebookNode | None = field(default=None, repr=False)
+
+    @property
+    def score(self) -> float:
+        return sum(e.score or 0 for e in self.exercises)
+
+    @property
+    def max_score(self) -> float:
+        """Points that are graded automatically."""
+        return sum(e.points for e in self.exercises if not e.manual)
+
+    @property
+    def manual_points(self) -> float:
+        """Points left to grade by hand."""
+        return sum(e.points for e in self.exercises if e.status == "needs manual grading")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in asdict(self).items() if k != "executed"}
+        d.update(score=self.score, max_score=self.max_score, manual_points=self.manual_points)
+        return d
+
+
+def find_source(sub: nbformat.NotebookNode, sub_path: Path, source: Path | None,
+                source_dir: Path) -> tuple[Path | None, str, str]:
+    """The instructor notebook the submission was made from: (path, "", "") or (None, status, reason).
+
+    Without ``source``, a notebook of the same file name in ``source_dir`` is taken, else the one
+    sharing the most exercise ids with the submission.
+    """
+    ids = set(grade_ids(sub))
+    candidates = {p: set(grade_ids(nbformat.read(p, as_version=4))) for p in sorted(source_dir.glob("*.ipynb"))}
+    best = max(candidates, key=lambda p: len(ids & candidates[p]), default=None)
+    best = best if best is not None and ids & candidates[best] else None
+    if source is None and (source_dir / sub_path.name).is_file():
+        source = source_dir / sub_path.name
+    if source is None:
+        if best is None:
+            return None, "unknown_notebook", f"no notebook in {source_dir} shares an exercise with it; pass --source"
+        return best, "", ""
+    source_ids = set(grade_ids(nbformat.read(source, as_version=4)))
+    if not source_ids:
+        return None, "wrong_notebook", f"{source.name} has no exercises to grade"
+    if ids & source_ids:
+        return source, "", ""
+    why = f"none of its cells carries an exercise id of {source.name}"
+    if best is not None and best.resolve() != source.resolve():
+        return None, "wrong_notebook", f"it was made from {best.name}, not from {source.name}: {why}"
+    return None, "wrong_notebook", f"{why} (made from another notebook, or were its exercise cells deleted?)"
+
+
+def prepare(sub: nbformat.NotebookNode, src: nbformat.NotebookNode) -> tuple[nbformat.NotebookNode, list[str]]:
+    """The submission with outputs cleared and each check cell replaced by the instructor's (hidden tests included)."""
+    from nbgrader.preprocessors import DeduplicateIds
+
+    warnings = []
+    ids = grade_ids(sub)
+    duplicated = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicated:
+        warnings.append(f"duplicated exercise cells {duplicated}: the last copy of each is graded")
+    nb, _ = DeduplicateIds().preprocess(copy.deepcopy(sub), {})
+    checks = {nbgrader_meta(c)["grade_id"]: c for c in src.cells if is_check_cell(c)}
+    order = grade_ids(src)
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+        cell.metadata.pop("execution", None)
+        gid = nbgrader_meta(cell).get("grade_id")
+        if gid in checks:
+            fresh = nbformat.v4.new_code_cell(checks[gid].source, metadata=copy.deepcopy(checks[gid].metadata))
+            if "id" in cell:
+                fresh.id = cell.id
+            nb.cells[i] = fresh
+    warnings += _moved_cells(nb, src)
+    solutions = [nbgrader_meta(c)["grade_id"] for c in src.cells if nbgrader_meta(c).get("solution") and not is_manual_cell(c)]
+    lost = [i for i in solutions if i not in grade_ids(nb)]
+    if lost:
+        warnings.append(f"the submission lacks the solution cells {lost} (deleted?)")
+    unknown = [i for i in grade_ids(nb) if i not in order]
+    if unknown:
+        warnings.append(f"cells with exercise ids the instructor version lacks: {unknown}")
+    return nb, warnings
+
+
+def _moved_cells(nb: nbformat.NotebookNode, src: nbformat.NotebookNode) -> list[str]:
+    """Warnings when the instructor's cells (by cell id, else by grade_id) were moved or check cells re-made.
+
+    A check cell moved below the line that rebinds the name to the reference would test the reference.
+    """
+    ids = [c.get("id") for c in src.cells]
+    if not set(ids) & {c.get("id") for c in nb.cells} - {None}:
+        ids, remade = grade_ids(src), []
+        seen = [ids.index(i) for i in grade_ids(nb) if i in ids]
+    else:
+        seen = [ids.index(c["id"]) for c in nb.cells if c.get("id") is not None and c["id"] in ids]
+        handed_out = {nbgrader_meta(c)["grade_id"]: c.get("id") for c in src.cells if is_check_cell(c)}
+        remade = [nbgrader_meta(c)["grade_id"] for c in nb.cells
+                  if nbgrader_meta(c).get("grade_id") in handed_out and c.get("id") != handed_out[nbgrader_meta(c)["grade_id"]]]
+    warnings = [f"check cells {remade} are not the cells handed out (their cell ids changed)"] if remade else []
+    if seen != sorted(seen):
+        warnings.append("cells of the instructor version were moved")
+    if warnings:
+        warnings[-1] += ": look at this submission by hand (a check cell placed after the reference implementation tests that)"
+    return warnings
+
+
+def _running_cell(nb: nbformat.NotebookNode) -> int | None:
+    """The index of the cell whose execution started but never finished (nbclient's timing metadata)."""
+    for i, cell in enumerate(nb.cells):
+        timing = cell.metadata.get("execution")
+        if cell.cell_type == "code" and timing is not None and "shell.execute_reply" not in timing:
+            return i
+    return None
+
+
+def run_submission(nb: nbformat.NotebookNode, cwd: Path, timeout: int,
+                   fast: bool) -> tuple[nbformat.NotebookNode, list[str], str | None]:
+    """Execute with errors allowed: (executed notebook, notes, error or None).
+
+    A cell that hangs or kills the kernel is replaced by a failing stub and the notebook runs again.
+    """
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+    notes: list[str] = []
+    for _ in range(MAX_RESTARTS + 1):
+        run = copy.deepcopy(nb)
+        try:
+            return execute_notebook(run, cwd=cwd, timeout=timeout, allow_errors=True,
+                                    env={"VAE_FAST": "1" if fast else "0"}), notes, None
+        except (CellTimeoutError, DeadKernelError) as err:
+            index = _running_cell(run)
+            if index is None:
+                return run, notes, describe_error(err)
+            if isinstance(err, CellTimeoutError):
+                why = f"the grader stopped this cell after {timeout} s: it did not finish"
+            else:
+                why = "the kernel died while running this cell (exit() or out of memory?)"
+            notes.append(f"cell {index + 1} of {len(nb.cells)} ({_first_line(nb.cells[index].source)!r}): {why}; it was replaced "
+                         "by a failing stub and the notebook was run again")
+            nb = copy.deepcopy(nb)
+            nb.cells[index].source = f"raise RuntimeError({why!r})"
+        except Exception as err:  # noqa: BLE001 - report whatever stopped the kernel, never crash
+            return run, notes, describe_error(err)
+    return run, notes, "too many cells hang or kill the kernel; later cells were not run"
+
+
+def _first_line(text: str) -> str:
+    lines = _ANSI.sub("", text).strip().splitlines()
+    return lines[0][:160] if lines else ""
+
+
+def score(executed: nbformat.NotebookNode, src: nbformat.NotebookNode) -> list[ExerciseResult]:
+    """Score every graded cell of the instructor version by what its counterpart in ``executed`` did."""
+    by_id = {nbgrader_meta(c).get("grade_id"): c for c in executed.cells if nbgrader_meta(c).get("grade_id")}
+    results = []
+    for ex in exercises(src):
+        cell = by_id.get(ex.grade_id)
+        result = ExerciseResult(ex.grade_id, ex.title, ex.points, ex.manual, 0.0, "failed")
+        if cell is None:
+            result.status, result.message = "missing", "this cell is not in the submission (deleted?)"
+        elif ex.manual:
+            result.score, result.status, result.answer = None, "needs manual grading", cell.source
+            unanswered = not cell.source.strip() or "YOUR ANSWER HERE" in cell.source
+            text = "\n".join(line for line in cell.source.splitlines() if "SOLUTION" not in line)
+            result.message = "not answered" if unanswered else f"answer: {_first_line(text)}"
+        elif "shell.execute_reply" not in cell.metadata.get("execution", {}):
+            result.status, result.message = "not run", "the notebook stopped before this cell"
+        else:
+            errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+            if errors:
+                result.message = f"{errors[0].get('ename', 'Error')}: {_first_line(errors[0].get('evalue', ''))}"
+            else:
+                result.score, result.status = float(ex.points), "passed"
+        results.append(result)
+    return results
+
+
+def grade_submission(path: Path, source: Path | None = None, source_dir: Path = NOTEBOOK_DIR,
+                     timeout: int | None = None, fast: bool = True) -> Report:
+    """Grade one submitted notebook against its instructor version; never raises for a bad submission."""
+    report = Report(str(path), "graded", mode="fast" if fast else "full")
+    timeout = timeout or (300 if fast else 1800)
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        if not isinstance(raw, dict) or not isinstance(raw.get("cells"), list) or "nbformat" not in raw:
+            raise ValueError("it is JSON but not a Jupyter notebook (no 'cells' list or 'nbformat' version)")
+        sub = nbformat.reads(json.dumps(raw), as_version=4)
+    except Exception as err:  # noqa: BLE001 - anything unreadable is "not a notebook"
+        report.status, report.message = "not_a_notebook", f"cannot read it: {_first_line(str(err)) or type(err).__name__}"
+        return report
+    if not sub.cells:
+        report.status, report.message = "empty", "the notebook has no cells"
+        return report
+    src_path, status, why = find_source(sub, Path(path), source, source_dir)
+    if src_path is None:
+        report.status, report.message = status, why
+        return report
+    report.source = str(src_path)
+    src = nbformat.read(src_path, as_version=4)
+    prepared, report.warnings = prepare(sub, src)
+    start = time.perf_counter()
+    executed, notes, error = run_submission(prepared, Path(src_path).parent, timeout, fast)
+    report.seconds = round(time.perf_counter() - start, 1)
+    report.warnings += notes
+    if error:
+        report.status, report.message = "execution_error", f"execution stopped: {error}"
+    report.executed = executed
+    report.exercises = score(executed, src)
+    return report
+
+
+def format_report(report: Report) -> str:
+    """A fixed-width score table for people."""
+    lines = [f"{report.submission}: {report.status}" + (f" ({report.message})" if report.message else "")]
+    if report.source:
+        lines[0] += f"\n  graded against {report.source} in {report.mode} mode, {report.seconds:.0f} s"
+    rows = [("exercise", "points", "result", "message")]
+    rows += [(f"{e.title} [{e.grade_id}]", f"{_num(e.score)}/{_num(e.points)}", e.status, e.message) for e in report.exercises]
+    if report.exercises:
+        width = [max(len(r[i]) for r in rows) for i in range(3)]
+        lines += [f"  {a:<{width[0]}}  {b:>{width[1]}}  {c:<{width[2]}}  {d}".rstrip() for a, b, c, d in rows]
+        total = f"  total: {_num(report.score)}/{_num(report.max_score)} points graded automatically"
+        lines.append(total + (f", {_num(report.manual_points)} more to grade by hand" if report.manual_points else ""))
+    lines += [f"  warning: {w}" for w in report.warnings]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("notebooks", nargs="+", type=Path, help="submissions to grade (or instructor notebooks)")
+    parser.add_argument("--make-student", action="store_true", help="write student versions into --out instead")
+    parser.add_argument("--exercise-table", action="store_true", help="print the markdown table of exercises instead")
+    parser.add_argument("--out", type=Path, default=Path("build/student"), help="where --make-student writes")
+    parser.add_argument("--source", type=Path, help="the instructor notebook (default: found in --source-dir)")
+    parser.add_argument("--source-dir", type=Path, default=NOTEBOOK_DIR, help="where instructor notebooks are")
+    parser.add_argument("--timeout", type=int, help="seconds allowed per cell (default 300 fast, 1800 full)")
+    parser.add_argument("--full", action="store_true", help="run in full mode (default: fast mode, VAE_FAST=1)")
+    parser.add_argument("--json", action="store_true", help="print a JSON list of reports instead of tables")
+    args = parser.parse_args(argv)
+    if args.make_student or args.exercise_table:
+        missing = [str(p) for p in args.notebooks if not p.is_file()]
+        if missing:
+            parser.error(f"no such notebooks: {missing}")
+        if args.exercise_table:
+            print(exercise_table(args.notebooks))
+        else:
+            for dest in make_student(args.notebooks, args.out):
+                print(f"wrote {dest}")
+        return 0
+    if args.source is not None and not args.source.is_file():
+        parser.error(f"--source {args.source} is not a file")
+    reports = []
+    for path in args.notebooks:
+        reports.append(grade_submission(path, args.source, args.source_dir, args.timeout, fast=not args.full))
+        if not args.json:
+            print(format_report(reports[-1]), flush=True)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in reports], indent=1, ensure_ascii=False))
+    return 0 if all(r.status == "graded" for r in reports) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
