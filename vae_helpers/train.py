@@ -142,7 +142,8 @@ def fit(
 
     Batches are slices of an in-memory tensor under a fresh permutation each epoch (the last batch
     may be smaller). ``transform`` is applied to each training batch (e.g. stochastic
-    binarisation, so every epoch sees a new draw). ``scheduler`` builds a learning-rate scheduler
+    binarisation, so every epoch sees a new draw). ``optimizer`` defaults to Adam (its fused
+    kernel where the device has one). ``scheduler`` builds a learning-rate scheduler
     from the optimizer and is stepped once per epoch. ``callback(epoch, model, history)`` runs
     after each epoch. ``time_budget`` (seconds) stops training after the batch that exceeds it.
     Returns the ``History`` (extended in place when one is passed in).
@@ -170,7 +171,7 @@ def fit(
     generator = torch.Generator(device="cpu")
     generator.manual_seed(seed if seed is not None else int(torch.randint(0, 2**31 - 1, (1,)).item()))
     if optimizer is None:
-        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        optimizer = _default_adam(model, lr)
     sched = scheduler(optimizer) if scheduler is not None else None
     history = history if history is not None else History()
     n = train_x.shape[0]
@@ -178,43 +179,52 @@ def fit(
     started = time.perf_counter()
     sync_every = max(1, n_batches // 20)
     out_of_time = False
+    # The loop never waits for a value from the device per batch: the terms of each batch go into
+    # one row of ``records`` (batch, term) and are read back only every ``sync_every`` batches.
+    names: list[str] = []
+    records = torch.empty(0)
 
     for epoch in range(len(history) + 1, len(history) + num_epochs + 1):
         model.train()
         t0 = time.perf_counter()
         order = torch.randperm(n, generator=generator).to(device)
-        sums: dict[str, torch.Tensor] = {}
-        batch_losses = torch.zeros(n_batches, device=device)
         bar = _bar(n_batches, f"epoch {epoch}", progress)
-        seen = 0
+        sizes: list[int] = []
         checked = 0
+        done = 0
         for b in range(n_batches):
-            xb = train_x[order[b * batch_size : (b + 1) * batch_size]]
+            xb = train_x.index_select(0, order[b * batch_size : (b + 1) * batch_size])
             if transform is not None:
                 xb = transform(xb)
             terms = loss_fn(model, xb)
-            if b == 0:
+            if not names:
                 _check_terms(terms)
+                names = ["loss"] + [key for key in terms if key != "loss"]
+            elif terms.keys() != set(names):
+                raise TypeError(f"the loss function returned the terms {sorted(terms)} after {sorted(names)}; "
+                                "it must return the same terms for every batch")
+            if b == 0:
+                records = torch.empty(n_batches, len(names), dtype=terms["loss"].dtype, device=terms["loss"].device)
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
             if clip_grad_norm is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
             optimizer.step()
-            batch_losses[b] = terms["loss"].detach()
-            for key, value in terms.items():
-                sums[key] = sums.get(key, 0.0) + value.detach() * xb.shape[0]
-            seen += xb.shape[0]
+            torch.stack([terms[key].detach() for key in names], out=records[b])
+            sizes.append(xb.shape[0])
+            done = b + 1
             out_of_time = time_budget is not None and time.perf_counter() - started > time_budget
-            if (b + 1) % sync_every == 0 or b + 1 == n_batches or out_of_time:
-                _raise_if_not_finite(batch_losses[checked : b + 1], epoch, checked, lr)
-                checked = b + 1
-                bar.update(b + 1 - bar.n)
-                bar.set_postfix(loss=f"{float(sums['loss']) / seen:.4g}")
+            if done % sync_every == 0 or done == n_batches or out_of_time:
+                _raise_if_not_finite(records[checked:done, 0], epoch, checked, lr)
+                checked = done
+                if progress:
+                    bar.update(done - bar.n)
+                    bar.set_postfix(loss=f"{_epoch_means(records[:done], sizes)[0]:.4g}")
             if out_of_time:
                 break
         bar.close()
-        for key, total in sums.items():
-            history.train.setdefault(key, []).append(float(total) / seen)
+        for key, value in zip(names, _epoch_means(records[:done], sizes)):
+            history.train.setdefault(key, []).append(value)
         if val_x is not None:
             for key, value in evaluate(model, loss_fn, val_x).items():
                 history.val.setdefault(key, []).append(value)
@@ -227,6 +237,20 @@ def fit(
             break
     model.eval()
     return history
+
+
+def _epoch_means(records: torch.Tensor, sizes: list[int]) -> list[float]:
+    """Means weighted by batch size of the recorded terms ``(batches, terms)`` -> one float per term."""
+    weights = torch.tensor(sizes, dtype=torch.float64, device=records.device)  # (batches,)
+    return (weights @ records.double() / sum(sizes)).tolist()
+
+
+def _default_adam(model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    """Adam with the fused kernel (one pass over all parameters per step) where the device has one."""
+    try:
+        return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):  # no fused kernel for this device or dtype
+        return torch.optim.Adam(model.parameters(), lr=lr)
 
 
 def _raise_if_not_finite(losses: torch.Tensor, epoch: int, offset: int, lr: float) -> None:
