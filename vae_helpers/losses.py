@@ -21,15 +21,28 @@ def _tensors(**named: object) -> None:
             raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
 
 
+def _broadcast(**named: torch.Tensor) -> None:
+    try:
+        torch.broadcast_shapes(*(t.shape for t in named.values()))
+    except RuntimeError:
+        shapes = ", ".join(f"{name} {tuple(t.shape)}" for name, t in named.items())
+        raise ValueError(f"shapes do not broadcast together: {shapes}") from None
+
+
+def gaussian_kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL of each latent dimension, -1/2 (1 + logvar - mu^2 - exp(logvar)): ``(..., D) -> (..., D)`` (notebook 02)."""
+    _tensors(mu=mu, logvar=logvar)
+    if mu.shape != logvar.shape:
+        raise ValueError(f"mu {tuple(mu.shape)} and logvar {tuple(logvar.shape)} must have the same shape")
+    return -0.5 * (1.0 + logvar - mu.pow(2) - logvar.exp())
+
+
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, diag(exp(logvar))) || N(0, I)) = -1/2 sum(1 + logvar - mu^2 - exp(logvar)).
 
     Kingma & Welling (2014), Appendix B. Args: mu, logvar ``(..., D)``. Returns ``(...)``.
     """
-    _tensors(mu=mu, logvar=logvar)
-    if mu.shape != logvar.shape:
-        raise ValueError(f"mu {tuple(mu.shape)} and logvar {tuple(logvar.shape)} must have the same shape")
-    return -0.5 * torch.sum(1.0 + logvar - mu.pow(2) - logvar.exp(), dim=-1)
+    return gaussian_kl_per_dim(mu, logvar).sum(dim=-1)
 
 
 def gaussian_log_likelihood(x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -38,6 +51,7 @@ def gaussian_log_likelihood(x: torch.Tensor, mu: torch.Tensor, logvar: torch.Ten
     Args: x, mu, logvar broadcastable to ``(..., D)``. Returns ``(...)``.
     """
     _tensors(x=x, mu=mu, logvar=logvar)
+    _broadcast(x=x, mu=mu, logvar=logvar)
     return -0.5 * torch.sum(LOG_2PI + logvar + (x - mu).pow(2) * torch.exp(-logvar), dim=-1)
 
 
@@ -54,6 +68,7 @@ def bernoulli_log_likelihood(x: torch.Tensor, logits: torch.Tensor) -> torch.Ten
     ``(..., D)``. Returns ``(...)``.
     """
     _tensors(x=x, logits=logits)
+    _broadcast(x=x, logits=logits)
     return torch.sum(x * logits - F.softplus(logits), dim=-1)
 
 
@@ -116,6 +131,8 @@ def iwae_bound(model: LatentModel, x: torch.Tensor, k: int = 100, batch_size: in
         raise ValueError(f"k must be a positive int, got {k!r}")
     if batch_size is None:
         batch_size = max(1, 100_000 // k)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()

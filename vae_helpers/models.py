@@ -167,6 +167,10 @@ class VAEBase(nn.Module):
 
     def log_likelihood(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """log p(x|z) per example: x ``(B, ...)``, z ``(B, D)`` or ``(S, B, D)`` -> ``(B,)`` or ``(S, B)``."""
+        if not isinstance(x, torch.Tensor) or not isinstance(z, torch.Tensor):
+            raise TypeError("x and z must be torch.Tensors")
+        if z.dim() not in (2, 3) or z.shape[-2] != x.shape[0]:
+            raise ValueError(f"z must be (B, D) or (S, B, D) with B = {x.shape[0]} inputs, got shape {tuple(z.shape)}")
         params = self._decode_flat(z)
         x_flat = x.reshape(x.shape[0], -1)
         if self.likelihood == "bernoulli":
@@ -212,8 +216,12 @@ class VAE(VAEBase):
         self.decoder = Decoder(c.latent_dim, c.hidden_dim, out, c.depth)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(B, 784) -> mu (B, D), logvar (B, D)``."""
-        mu, logvar = self.encoder(x).chunk(2, dim=-1)
+        """``(B, 784)`` (or ``(B, 1, 28, 28)``) ``-> mu (B, D), logvar (B, D)``."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() < 2 or x.shape[1:].numel() != self.config.input_dim:
+            raise ValueError(f"x must be a batch (B, {self.config.input_dim}) of flat images, got shape {tuple(x.shape)}")
+        mu, logvar = self.encoder(x.reshape(x.shape[0], -1)).chunk(2, dim=-1)  # each (B, D)
         return mu, logvar
 
     def decode(self, z: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
@@ -237,6 +245,16 @@ def conv_transpose_output_size(size: int, kernel_size: int, stride: int = 1, pad
                                output_padding: int = 0) -> int:
     """Side length after a ConvTranspose2d: (size - 1)*stride - 2*padding + kernel_size + output_padding."""
     return (size - 1) * stride - 2 * padding + kernel_size + output_padding
+
+
+def interpolate_latents(z_start: torch.Tensor, z_end: torch.Tensor, num_steps: int) -> torch.Tensor:
+    """Evenly spaced points on the segment z(t) = (1 - t) z_start + t z_end, t = 0 ... 1: ``(D,), (D,) -> (num_steps, D)``."""
+    if z_start.shape != z_end.shape or z_start.dim() != 1:
+        raise ValueError(f"z_start and z_end must both be (D,), got {tuple(z_start.shape)} and {tuple(z_end.shape)}")
+    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 2:
+        raise ValueError(f"num_steps must be an int >= 2 (both ends included), got {num_steps!r}")
+    t = torch.linspace(0.0, 1.0, num_steps, dtype=z_start.dtype, device=z_start.device)[:, None]  # (num_steps, 1)
+    return (1.0 - t) * z_start + t * z_end
 
 
 @dataclass

@@ -174,3 +174,26 @@ def latent_manifold(decode: Callable[[torch.Tensor], torch.Tensor], n: int = 20,
     ax.set_xlabel("$z_1$ (standard-normal quantiles)")
     ax.set_ylabel("$z_2$")
     return ax
+
+
+def kl_per_dimension(kl: ArrayLike, threshold: float = 0.01, title: str = "Average KL per latent dimension",
+                     ax: plt.Axes | None = None) -> plt.Axes:
+    """Bars of the mean KL(q(z_d|x) || N(0, 1)) of each latent dimension ``(D,)``, sorted; dimensions below
+    ``threshold`` nats (inactive: their posterior is the prior) in grey. Introduced in notebook 02."""
+    kl = kl.detach().cpu().numpy() if isinstance(kl, torch.Tensor) else np.asarray(kl, dtype=float)
+    if kl.ndim != 1 or kl.size == 0:
+        raise ValueError(f"kl must be a non-empty vector (latent_dim,), got shape {kl.shape}")
+    if not threshold >= 0:
+        raise ValueError(f"threshold must be a non-negative number of nats, got {threshold!r}")
+    order = np.argsort(-kl)
+    ax = _axes(ax, (max(4.0, 0.35 * kl.size + 1.5), 3.2))
+    colours = ["C0" if v > threshold else "lightgrey" for v in kl[order]]
+    ax.bar(np.arange(kl.size), kl[order], color=colours)
+    ax.axhline(threshold, color="grey", ls=":", lw=1, label=f"{threshold:g} nats (active above)")
+    ax.set_xticks(np.arange(kl.size))
+    ax.set_xticklabels([str(d + 1) for d in order], fontsize=7)
+    ax.set_xlabel("latent dimension (sorted by KL)")
+    ax.set_ylabel("mean KL per example (nats)")
+    ax.set_title(title)
+    ax.legend(frameon=False)
+    return ax
