@@ -124,13 +124,13 @@ def iwae_bound(model: LatentModel, x: torch.Tensor, k: int = 100, batch_size: in
 
     log p(x) >= E[ log (1/k) sum_i p(x, z_i) / q(z_i|x) ], z_i ~ q(z|x). k = 1 gives the ELBO;
     the bound rises towards log p(x) as k grows. Computed in chunks of ``batch_size`` inputs
-    (default: about 100 000 samples per chunk) with a log-sum-exp over the k samples.
+    (default: about 20 000 samples per chunk, which bounds the memory) with a log-sum-exp over the k samples.
     """
     _tensors(x=x)
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be a positive int, got {k!r}")
     if batch_size is None:
-        batch_size = max(1, 100_000 // k)
+        batch_size = max(1, 20_000 // k)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
     was_training = getattr(model, "training", False)
