@@ -138,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--make-test", action="store_true", help="also time a whole `make test`")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds allowed per cell")
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="keep the executed copies in KEEP/full and KEEP/fast (default: a temporary directory)")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--fast", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -153,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"not found: {missing}")
 
     rows, results = [], []
-    with tempfile.TemporaryDirectory(prefix="vae-bench-nb-") as executed:
+    with tempfile.TemporaryDirectory(prefix="vae-bench-nb-") as scratch:
+        executed = args.keep if args.keep is not None else scratch
         for mode in modes:
             for path in notebooks:
                 report = measure(path, mode == "fast", args.timeout, Path(executed) / mode)
