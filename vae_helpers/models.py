@@ -257,13 +257,17 @@ def interpolate_latents(z_start: torch.Tensor, z_end: torch.Tensor, num_steps: i
     return (1.0 - t) * z_start + t * z_end
 
 
+_ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "elu": nn.ELU}
+
+
 @dataclass
 class ConvVAEConfig:
     """Sizes of the convolutional VAE; the defaults are the seed's 2-D model (notebook 03).
 
     ``channels[i]`` output channels of encoder conv ``i`` with stride ``strides[i]`` (1 or 2, 'same'
     padding); ``hidden_dim`` the dense layer after flattening; ``decoder_channels`` one stride-2
-    transposed conv each, so there must be as many of them as stride-2 encoder layers.
+    transposed conv each, so there must be as many of them as stride-2 encoder layers; ``activation``
+    "relu" (the seed's) or "elu" (never dies, so safer at high learning rates).
     """
 
     latent_dim: int = 2
@@ -273,6 +277,7 @@ class ConvVAEConfig:
     decoder_channels: tuple[int, ...] = (32,)
     kernel_size: int = 3
     image_size: int = 28
+    activation: str = "relu"
 
     def __post_init__(self) -> None:
         self.channels, self.strides = tuple(self.channels), tuple(self.strides)
@@ -284,6 +289,8 @@ class ConvVAEConfig:
             raise ValueError(f"need one stride per encoder conv: channels {self.channels}, strides {self.strides}")
         if any(s not in (1, 2) for s in self.strides):
             raise ValueError(f"strides must be 1 or 2, got {self.strides}")
+        if self.activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {self.activation!r}")
         if self.kernel_size not in (3, 5):
             raise ValueError(f"kernel_size must be 3 or 5 (odd, so 'same' padding is kernel_size // 2), got {self.kernel_size}")
         downs = sum(s == 2 for s in self.strides)
@@ -307,19 +314,20 @@ class ConvVAE(VAEBase):
         self.likelihood = "bernoulli"
         self.latent_dim = c.latent_dim
         pad = c.kernel_size // 2
+        act = _ACTIVATIONS[c.activation]
         layers: list[nn.Module] = []
         prev = 1
         for width, stride in zip(c.channels, c.strides):
-            layers += [nn.Conv2d(prev, width, c.kernel_size, stride=stride, padding=pad), nn.ReLU()]
+            layers += [nn.Conv2d(prev, width, c.kernel_size, stride=stride, padding=pad), act()]
             prev = width
         flat = prev * c.feature_size**2
-        self.encoder = nn.Sequential(*layers, nn.Flatten(), nn.Linear(flat, c.hidden_dim), nn.ReLU())
+        self.encoder = nn.Sequential(*layers, nn.Flatten(), nn.Linear(flat, c.hidden_dim), act())
         self.to_mu = nn.Linear(c.hidden_dim, c.latent_dim)
         self.to_logvar = nn.Linear(c.hidden_dim, c.latent_dim)
-        self.from_z = nn.Sequential(nn.Linear(c.latent_dim, flat), nn.ReLU())
+        self.from_z = nn.Sequential(nn.Linear(c.latent_dim, flat), act())
         ups: list[nn.Module] = []
         for width in c.decoder_channels:  # each doubles the side: (s - 1)*2 - 2*pad + k + 1 = 2s
-            ups += [nn.ConvTranspose2d(prev, width, c.kernel_size, stride=2, padding=pad, output_padding=1), nn.ReLU()]
+            ups += [nn.ConvTranspose2d(prev, width, c.kernel_size, stride=2, padding=pad, output_padding=1), act()]
             prev = width
         self.decoder = nn.Sequential(*ups, nn.Conv2d(prev, 1, c.kernel_size, padding=pad))
 
