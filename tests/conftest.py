@@ -3,6 +3,17 @@
 import os
 
 import matplotlib
+import pytest
+import torch
 
 matplotlib.use("Agg")
 os.environ.setdefault("VAE_FAST", "1")
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test on one torch thread: tiny convolutions are fastest so and never stall on a shared CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -8,13 +8,7 @@ from vae_helpers import losses, train
 from vae_helpers.models import (ConvVAE, ConvVAEConfig, VAEBase, conv_output_size, conv_transpose_output_size,
                                 interpolate_latents, layer_summary)
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions run fastest on one thread, and do not stall when other processes share the CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY = dict(channels=(4, 8, 8, 8), strides=(1, 2, 1, 1), hidden_dim=8, decoder_channels=(4,))

@@ -12,13 +12,7 @@ import torch
 from vae_helpers import widgets
 from vae_helpers.models import ConvVAE, ConvVAEConfig
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions run fastest on one thread, and do not stall when other processes share the CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
