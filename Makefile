@@ -33,7 +33,7 @@ run: $(STAMP) data
 
 test: $(STAMP)
 	$(TEST_ENV) $(PY) -m vae_helpers.data
-	$(TEST_ENV) $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
+	$(TEST_ENV) $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider --durations=12
 
 lab: $(STAMP) data
 	$(VENV)/bin/jupyter lab notebooks/
