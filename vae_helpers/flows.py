@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .losses import elbo, gaussian_log_likelihood, standard_normal_log_density
-from .models import Decoder, Encoder, VAEBase, VAEConfig, reparameterize
+from .models import VAE, Decoder, Encoder, VAEBase, VAEConfig, reparameterize
 
 Energy = Callable[[torch.Tensor], torch.Tensor]
 
@@ -225,13 +225,7 @@ class FlowVAE(VAEBase):
         """``x (B, ...) -> mu (B, D), logvar (B, D)``: the base distribution q_0(z_0|x)."""
         return self.encode_all(x)[:2]
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """``(B, D) ->`` logits ``(B, 784)`` (Bernoulli) or ``(mean, logvar)`` each ``(B, 784)`` (Gaussian)."""
-        out = self.decoder(z)
-        if self.likelihood == "bernoulli":
-            return out
-        raw_mean, raw_logvar = out.chunk(2, dim=-1)
-        return torch.sigmoid(raw_mean), self.min_logvar + F.softplus(raw_logvar - self.min_logvar)
+    decode = VAE.decode  # the same MLP decoder as notebook 02's VAE: logits, or (mean, logvar)
 
     def sample_posterior(self, x: torch.Tensor, num_samples: int | None = None) -> tuple[torch.Tensor, ...]:
         """Draw z_0 ~ q_0 and push it through the flows: ``(z0, zK, Σ log-det, mu, logvar)``.
