@@ -6,7 +6,8 @@ hint on failure. Every checker has unit tests that feed it typical wrong answers
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 
@@ -41,6 +42,14 @@ def expect_tensor(out: Any, shape: tuple[int, ...], label: str, hint: str = "") 
     if not torch.isfinite(out).all():
         raise AssertionError(f"{label} returned non-finite values (nan or inf); check for log(0) or exp overflow")
     return out
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run a block under ``torch.manual_seed(seed)`` and restore the global (CPU) RNG afterwards."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def close(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-4, atol: float = 1e-4) -> bool:
@@ -99,8 +108,7 @@ def _ae_layers(seed: int, input_dim: int, hidden_dim: int, latent_dim: int) -> t
     """A small reference ``Autoencoder`` with random weights and its four ``nn.Linear`` layers."""
     from .models import AEConfig, Autoencoder
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         model = Autoencoder(AEConfig(input_dim=input_dim, hidden_dim=hidden_dim, latent_dim=latent_dim))
         for p in model.parameters():  # larger weights than the default init: many negative pre-activations
             p.data.mul_(3.0)
@@ -445,8 +453,7 @@ def check_gaussian_log_likelihood(fn: Callable[[torch.Tensor, torch.Tensor, torc
 
 def check_reparameterize(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
     """Check ``fn(mu, logvar) -> z``: gradients flow to mu and logvar, z ~ N(mu, exp(logvar)), fresh noise."""
-    with torch.random.fork_rng():
-        torch.manual_seed(22)
+    with seeded(22):
         g = torch.Generator().manual_seed(22)
         mu = torch.randn(5, 3, generator=g).requires_grad_()
         logvar = (1.5 * torch.randn(5, 3, generator=g)).requires_grad_()
@@ -531,8 +538,7 @@ def check_negative_elbo(fn: Callable[[torch.nn.Module, torch.Tensor], torch.Tens
     from .losses import gaussian_kl, vae_loss
     from .models import VAE, VAEConfig
 
-    with torch.random.fork_rng():
-        torch.manual_seed(23)
+    with seeded(23):
         vae = VAE(VAEConfig(input_dim=12, hidden_dim=16, latent_dim=3))
         with torch.no_grad():
             vae.encoder.net[-1].bias[3:] += 1.5  # logvar around 1.5, so a wrong scale of eps shows in the mean
@@ -694,8 +700,7 @@ def _small_conv_vaes() -> list[Any]:
 
     configs = [ConvVAEConfig(latent_dim=3, channels=(4, 6, 6, 6), strides=(1, 2, 1, 1), hidden_dim=8, decoder_channels=(5,)),
                ConvVAEConfig(latent_dim=2, channels=(4, 7), strides=(2, 2), hidden_dim=8, decoder_channels=(6, 5))]
-    with torch.random.fork_rng():
-        torch.manual_seed(3)
+    with seeded(3):
         models = [ConvVAE(c).eval() for c in configs]
         for m in models:  # positive-ish biases make the skipped-ReLU mistake visible
             with torch.no_grad():
