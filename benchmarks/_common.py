@@ -18,6 +18,16 @@ if str(ROOT) not in sys.path:  # run as `python benchmarks/x.py` from anywhere, 
 from vae_helpers._io import atomic_write  # noqa: E402
 
 
+def _load_average() -> float:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return float("nan")
+
+
+LOAD_AT_START = _load_average()  # when the script started, before its own work raised it
+
+
 def cpu_model() -> str:
     """The CPU's model name from /proc/cpuinfo (or ``platform.processor()`` elsewhere)."""
     try:
@@ -29,24 +39,29 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _relative(path: str) -> str:
+    """``path`` relative to the repository when it lies inside it (commands read the same on every machine)."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return path
+
+
 def machine_info() -> dict[str, Any]:
-    """CPU model, core count, load, Python and torch versions, torch's thread count and the date."""
+    """CPU model, core count, load averages (script start, now), Python and torch versions, threads and the date."""
     import torch
 
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        load = float("nan")
     return {
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
-        "load_1min": round(load, 2),
+        "load_start": LOAD_AT_START,
+        "load_1min": _load_average(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "platform": platform.platform(terse=True),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv]),
+        "command": " ".join(shlex.quote(a) for a in ["python", _relative(sys.argv[0]), *sys.argv[1:]]),
     }
 
 
@@ -60,11 +75,15 @@ def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     return "\n".join(lines)
 
 
-def write_results(out_dir: Path, name: str, data: dict[str, Any], markdown: str) -> tuple[Path, Path]:
-    """Write ``name.json`` and ``name.md`` into ``out_dir`` atomically; return both paths."""
+def write_results(out_dir: Path, name: str, data: dict[str, Any], markdown: str,
+                  echo: str | None = None) -> tuple[Path, Path]:
+    """Write ``name.json`` and ``name.md`` into ``out_dir`` atomically, print ``echo`` (default: the Markdown) and
+    where they went; return both paths."""
     out_dir = Path(out_dir)
     json_path = atomic_write(out_dir / f"{name}.json", lambda f: f.write(json.dumps(data, indent=2).encode()))
     md_path = atomic_write(out_dir / f"{name}.md", lambda f: f.write((markdown.rstrip() + "\n").encode()))
+    print(markdown if echo is None else echo)
+    print(f"\nwrote {md_path} and {json_path}")
     return json_path, md_path
 
 

@@ -232,9 +232,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fresh", action="store_true", help="ignore existing checkpoints and train from scratch")
     parser.add_argument("--progress", action="store_true", help="show fit's progress bars")
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--name", default="quality",
+                        help="file stem of the results in --out (run_all.py uses quality-60min for the long setting)")
     args = parser.parse_args(argv)
     if args.minutes <= 0 or args.k < 1 or (args.epochs is not None and args.epochs < 1):
         parser.error("--minutes and --k must be positive, --epochs at least 1")
+    if not args.name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        parser.error(f"--name must be a plain file stem such as quality-60min, got {args.name!r}")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
@@ -282,9 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     data = {"machine": machine_info(), "args": {k: str(v) for k, v in vars(args).items()}, "columns": COLUMNS,
             "rows": rows, "results": results, "literature": LITERATURE, "targets": lines, "missed": missed}
-    json_path, md_path = write_results(args.out, "quality", data, "\n".join(md))
-    print("\n".join(md))
-    print(f"\nwrote {md_path} and {json_path}")
+    write_results(args.out, args.name, data, "\n".join(md))
     return 0
 
 

@@ -34,15 +34,29 @@ TRIED = {  # what was done about each target, named next to a miss
         "batch 128 this model is GEMM-bound, which caps what removing loop overhead can give."
     ),
     "quality": (
-        "fused Adam in fit (more steps in the budget), a cosine learning-rate decay over the time budget, and "
-        "checkpoints so the 60-minute setting can resume."
+        "fused Adam in fit (more steps in the budget), the learning rate held at 1e-3 and then decayed along a "
+        "cosine to 5% over the last 30% of the budget (schedule 'late-cosine'), flows started near the identity "
+        "(flow_scale 0.05), and checkpoints so the 60-minute setting can resume."
     ),
     "notebooks": "the notebooks' own fast/full sizes (config.pick); see each notebook's issue.",
 }
 
 
-def run_script(name: str, args: list[str], results: Path) -> dict[str, Any]:
+def wait_until_quiet(max_seconds: float = 120.0, threshold: float = 0.5) -> float:
+    """Sleep until the 1-minute load average (raised by the previous benchmark) is below ``threshold``, at most
+    ``max_seconds``; return the load average reached."""
+    deadline = time.monotonic() + max_seconds
+    load = os.getloadavg()[0]
+    while load > threshold and time.monotonic() < deadline:
+        time.sleep(5)
+        load = os.getloadavg()[0]
+    return load
+
+
+def run_script(name: str, args: list[str], results: Path, quiet_wait: float = 120.0) -> dict[str, Any]:
     """Run ``benchmarks/<name>.py`` with ``args`` writing into ``results``; return its exit code and seconds."""
+    load = wait_until_quiet(quiet_wait)
+    print(f"\n(load average {load:.2f})", flush=True)
     cmd = [sys.executable, str(HERE / f"{name}.py"), *args, "--out", str(results)]
     print(f"\n=== {' '.join(cmd)}", flush=True)
     start = time.perf_counter()
@@ -59,8 +73,27 @@ def load(results: Path, name: str) -> tuple[dict[str, Any] | None, str | None]:
     return json.loads(json_path.read_text()), md_path.read_text()
 
 
-def targets_and_misses(data: dict[str, dict | None]) -> tuple[list[list[str]], list[str]]:
-    """Rows (target, measured, status) for the summary and the list of missed targets with what was tried."""
+def quality_names(results: Path) -> list[str]:
+    """``quality`` (the 5-minute setting) and any other budgets' result stems such as ``quality-60min``, in order."""
+    return ["quality", *sorted(p.stem for p in results.glob("quality-*.json"))]
+
+
+def quality_heading(args: dict[str, str]) -> str:
+    """``5 minutes of training per model: vae, flow4, flow16`` (or ``20 epochs per model: ...``), plus thread count."""
+    if args.get("epochs") not in (None, "None"):
+        budget = f"{args['epochs']} epochs per model"
+    else:
+        budget = f"{float(args['minutes']):g} minutes of training per model"
+    count = args.get("threads")
+    threads = "" if count in (None, "None") else f", {count} thread" + ("" if count == "1" else "s")
+    return f"{budget}: {args.get('models', '?')}{threads}"
+
+
+def targets_and_misses(data: dict[str, Any]) -> tuple[list[list[str]], list[str]]:
+    """Rows (target, measured, status) for the summary and the list of missed targets with what was tried.
+
+    ``data["quality"]`` is a list: one result per training budget.
+    """
     rows, missed = [], []
     tp = data.get("throughput")
     if tp:
@@ -77,15 +110,14 @@ def targets_and_misses(data: dict[str, dict | None]) -> tuple[list[list[str]], l
                           f"Tried: {TRIED['throughput']}")
         if not same:
             missed.append(f"**Throughput**: the loss curves of (a) and (b) differ by up to {100 * diff:.2f}%.")
-    q = data.get("quality")
-    if q:
+    for q in data.get("quality") or []:
         for line in q["targets"]:
             text = line.lstrip("- ")
             if ": met" in text or ": MISSED" in text:
                 head, _, state = text.rpartition(": ")
-                rows.append([head, "see quality table", state])
+                rows.append([f"{head} ({float(q['args']['minutes']):g} min)", "see quality table", state])
         for text in q["missed"]:
-            missed.append(f"**Quality** ({q['args']['minutes']} min): {text}. Tried: {TRIED['quality']}")
+            missed.append(f"**Quality** ({float(q['args']['minutes']):g} min): {text}. Tried: {TRIED['quality']}")
     nb = data.get("notebooks")
     if nb:
         over = [r for r in nb["results"] if r["status"] != "ok"]
@@ -106,23 +138,29 @@ def assemble(results: Path, output: Path, runs: dict[str, dict], command: str) -
     data, sections = {}, {}
     for name in SCRIPTS:
         data[name], sections[name] = load(results, name)
+    quality = [load(results, name) for name in quality_names(results)]
+    quality = sorted(((d, md) for d, md in quality if d is not None), key=lambda dm: float(dm[0]["args"]["minutes"]))
+    data["quality"] = [d for d, _ in quality]
+    if quality:
+        sections["quality"] = "\n\n".join(f"### {quality_heading(d['args'])}\n\n{md.strip()}" for d, md in quality)
     info = machine_info()
-    first = next((d["machine"] for d in data.values() if d), info)
+    measured = [d for name in SCRIPTS for d in (data[name] if name == "quality" else [data[name]]) if d]
+    first = measured[0]["machine"] if measured else info
     lines = [
         "# Benchmark results",
         "",
-        f"- Machine: {first['cpu']}, {first['cores']} cores, load average {first['load_1min']} when the first "
-        f"benchmark started; Python {first['python']}, torch {first['torch']} ({first['torch_threads']} threads), "
+        f"- Machine: {first['cpu']}, {first['cores']} cores; Python {first['python']}, torch {first['torch']} ({first['torch_threads']} threads), "
         f"{first['platform']}",
         f"- Date: {first['date']} (RESULTS.md written {info['date']})",
         f"- Command: `{command}`",
     ]
-    for name in SCRIPTS:
-        if data[name]:
-            lines.append(f"- {name}: `{data[name]['machine']['command']}`")
-    if any(d and d["machine"]["load_1min"] > 0.5 * (d["machine"]["cores"] or 1) for d in data.values()):
-        lines += ["", "> The machine was busy (load average above half the core count) during at least one "
-                      "benchmark: absolute timings are pessimistic; the alternating repetitions keep ratios fair."]
+    for d in measured:
+        m = d["machine"]
+        start = f"load average {m['load_start']} at its start, " if "load_start" in m else ""
+        lines.append(f"- `{m['command']}`: finished {m['date']}, {start}{m['load_1min']} at its end")
+    if any(d["machine"].get("load_start", 0) > 0.5 * (d["machine"]["cores"] or 1) for d in measured):
+        lines += ["", "> The machine was busy (load average above half the core count) when at least one "
+                      "benchmark started: absolute timings are pessimistic; the alternating repetitions keep ratios fair."]
     titles = {"throughput": "1. Training throughput: the ordinary PyTorch loop against `fit`",
               "quality": "2. Model quality under a time budget", "notebooks": "3. The series: notebooks and `make test`"}
     for name in SCRIPTS:
@@ -146,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=5.0, help="quality: training budget per model")
     parser.add_argument("--quick", action="store_true", help="tiny settings everywhere (a smoke run)")
     parser.add_argument("--only", default=",".join(SCRIPTS), help="comma list of benchmarks to run")
-    parser.add_argument("--make-test", action="store_true", help="notebooks: also time `make test`")
+    parser.add_argument("--no-make-test", action="store_true",
+                        help="notebooks: skip timing `make test` in a fresh clone (about 4 min)")
     parser.add_argument("--assemble-only", action="store_true", help="only rebuild RESULTS.md from --results")
     parser.add_argument("--results", type=Path, default=None,
                         help="where the scripts write JSON/Markdown "
@@ -169,12 +208,13 @@ def main(argv: list[str] | None = None) -> int:
                        "notebooks": ["--modes", "fast"]}
     else:
         script_args = {"throughput": ["--reps", "5", "--ablation", "--profile", "--thread-study"],
-                       "quality": ["--minutes", f"{args.minutes:g}"],
-                       "notebooks": ["--modes", "full,fast"] + (["--make-test"] if args.make_test else [])}
+                       "quality": ["--minutes", f"{args.minutes:g}"]
+                       + ([] if args.minutes == 5 else ["--name", f"quality-{args.minutes:g}min"]),
+                       "notebooks": ["--modes", "full,fast"] + ([] if args.no_make_test else ["--make-test"])}
     runs = {}
     if not args.assemble_only:
         for name in chosen:
-            runs[name] = run_script(name, script_args[name], args.results)
+            runs[name] = run_script(name, script_args[name], args.results, quiet_wait=0 if args.quick else 120)
     command = " ".join(["python", "benchmarks/run_all.py", *(argv if argv is not None else sys.argv[1:])])
     text = assemble(args.results, args.output, runs, command)
     print(f"\nwrote {args.output}\n")

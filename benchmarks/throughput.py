@@ -351,9 +351,7 @@ def main(argv: list[str] | None = None) -> int:
             "flops_per_image": flops_per_image, "fit_fraction_of_peak": fraction,
             "loss_curve": {"a": curve_a, "b": curve_b, "max_relative_difference": max_rel_diff},
             "runs": runs, "profiles": profiles, "thread_study": study}
-    json_path, md_path = write_results(args.out, "throughput", data, "\n".join(md))
-    print("\n".join(md[:8]))
-    print(f"\nwrote {md_path} and {json_path}")
+    write_results(args.out, "throughput", data, "\n".join(md), echo="\n".join(md[:8]))
     return 0
 
 

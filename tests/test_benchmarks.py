@@ -127,6 +127,8 @@ def test_run_all_assembles_results_md(results):
     for heading in ("# Benchmark results", "## 1. Training throughput", "## 2. Model quality", "## 3. The series",
                     "## Targets", "## Missed targets", "- Machine:", "- Command:", "- Date:"):
         assert heading in text
+    for name in ("throughput", "quality", "notebooks"):
+        assert f"`python {name}.py" in text or f"benchmarks/{name}.py" in text, f"{name}'s command is recorded"
     rows, missed = run_all.targets_and_misses({"throughput": {"ratio": 1.2, "target_ratio": 1.5,
                                                               "fit_fraction_of_peak": 0.5,
                                                               "loss_curve": {"max_relative_difference": 0.001}}})
@@ -145,3 +147,22 @@ def test_fit_and_the_hand_written_loop_do_the_same_maths():
         torch.manual_seed(0)
         curves.append(run(throughput.ExamplesVAE(), x, 3, 128, 1e-3, 0))
     assert curves[0] == pytest.approx(curves[1], rel=1e-4)
+
+
+def test_run_all_reports_every_quality_budget(results, tmp_path):
+    """A long-budget run (quality-60min.json) is reported beside the 5-minute one, with its own targets."""
+    data, md = load(results, "quality")
+    for minutes, vae_nll in (("5.0", 88.0), ("60.0", 86.5)):
+        data["args"]["minutes"] = minutes
+        data["results"]["vae"]["nll"] = vae_nll
+        data["targets"], data["missed"] = quality.target_lines(float(minutes), data["results"])
+        stem = "quality" if minutes == "5.0" else "quality-60min"
+        (tmp_path / f"{stem}.json").write_text(json.dumps(data))
+        (tmp_path / f"{stem}.md").write_text(md)
+    out = tmp_path / "RESULTS.md"
+    run("run_all", "--assemble-only", "--results", str(tmp_path), "--output", str(out))
+    text = out.read_text()
+    assert text.index("### 5 minutes of training per model: vae, 1 thread") < text.index("### 60 minutes") < text.index("## 3. The series")
+    assert "VAE test NLL 88.00 <= 89.0 nats (5 min) | see quality table | met" in text
+    assert "VAE test NLL 86.50 <= 87.0 nats (60 min) | see quality table | met" in text
+    assert "against `fit`\n\nNot measured." in text, "a benchmark without results says so"
