@@ -98,7 +98,11 @@ def targets_and_misses(data: dict[str, Any]) -> tuple[list[list[str]], list[str]
     tp = data.get("throughput")
     if tp:
         ok = tp["ratio"] >= tp["target_ratio"]
-        rows.append([f"fit >= {tp['target_ratio']}x the ordinary loop (batch 128)", f"{tp['ratio']:.2f}x",
+        runs = tp.get("runs", {})
+        per_rep = [b["images_per_s"] / a["images_per_s"]
+                   for a, b in zip(runs.get("ordinary loop (a)", []), runs.get("vae_helpers fit (b)", []))]
+        spread = f" (median; repetitions {min(per_rep):.2f}-{max(per_rep):.2f}x)" if len(per_rep) > 1 else ""
+        rows.append([f"fit >= {tp['target_ratio']}x the ordinary loop (batch 128)", f"{tp['ratio']:.2f}x{spread}",
                      "met" if ok else "MISSED"])
         diff = tp["loss_curve"]["max_relative_difference"]
         same = diff <= 0.01

@@ -354,3 +354,18 @@ def test_bad_inputs_raise_clear_errors():
         flows.fit_planar_flows_2d([flows.U1], [2], num_steps=0)
     with pytest.raises(ValueError, match="energies"):
         flows.fit_planar_flows_2d([], [2])
+
+
+def test_bank_sample_draws_in_chunks_with_the_same_maths():
+    bank = PlanarFlowBank([1, 3], dim=2, init_scale=0.8)
+    samples = bank.sample(25, generator=torch.Generator().manual_seed(0), chunk=10)  # chunks of 10, 10, 5
+    assert samples.shape == (2, 25, 2) and not samples.requires_grad
+    z0 = torch.randn(2, 25, 2, generator=torch.Generator().manual_seed(0))
+    one_chunk = bank.sample(25, generator=torch.Generator().manual_seed(0), chunk=100)
+    assert torch.allclose(one_chunk, bank(z0)[0]), "one chunk is exactly bank(z0) for the same z0"
+    assert not torch.allclose(samples[:, :10], samples[:, 10:20]), "each chunk draws fresh z0"
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="num_samples"):
+            bank.sample(bad)
+    with pytest.raises(ValueError, match="chunk"):
+        bank.sample(5, chunk=0)

@@ -346,6 +346,19 @@ class PlanarFlowBank(nn.Module):
         zs, log_det = self.trajectory(z)
         return zs[-1], log_det
 
+    @torch.no_grad()
+    def sample(self, num_samples: int, generator: torch.Generator | None = None, chunk: int = 10_000) -> torch.Tensor:
+        """``num_samples`` draws z_K from each flow, ``(M, num_samples, D)``, pushed through in chunks of ``chunk``.
+
+        The chunks bound the memory: ``trajectory`` keeps every layer's output, K x M x N x D numbers.
+        """
+        for name, value in (("num_samples", num_samples), ("chunk", chunk)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        M = self.u.shape[0]
+        sizes = [min(chunk, num_samples - start) for start in range(0, num_samples, chunk)]
+        return torch.cat([self(torch.randn(M, n, self.dim, generator=generator))[0] for n in sizes], dim=1)
+
 
 def box_wall(z: torch.Tensor, limit: float = 4.0, width: float = 0.2) -> torch.Tensor:
     """½ Σ_j (max(|z_j| - limit, 0) / width)²: zero inside the square [-limit, limit]², steep outside. ``(N, 2) -> (N,)``."""
