@@ -234,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--name", default="quality",
                         help="file stem of the results in --out (run_all.py uses quality-60min for the long setting)")
+    parser.add_argument("--note", default="", help="a sentence for the report, e.g. how the run was set up")
     args = parser.parse_args(argv)
     if args.minutes <= 0 or args.k < 1 or (args.epochs is not None and args.epochs < 1):
         parser.error("--minutes and --k must be positive, --epochs at least 1")
@@ -273,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{budget}, Adam lr {args.lr:g} with schedule '{args.schedule}', batch {args.batch_size}, seed {args.seed}. "
         f"Test set: {n_test:,} images binarised once (seed {TEST_BINARIZATION_SEED}); NLL by importance sampling "
         f"with k = {args.k}. Models: 'vae' = VAEConfig(latent_dim=20, hidden_dim=500, depth=2); 'flowK' = "
-        "FlowVAEConfig(num_flows=K) (same encoder/decoder, K planar flows).",
+        f"FlowVAEConfig(num_flows=K) (same encoder/decoder, K planar flows). torch threads: {torch.get_num_threads()}.",
+        *([f"Note: {args.note}"] if args.note else []),
         "",
         markdown_table(COLUMNS, rows),
         "",
