@@ -61,7 +61,7 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(terse=True),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(shlex.quote(a) for a in ["python", _relative(sys.argv[0]), *sys.argv[1:]]),
+        "command": " ".join(shlex.quote(_relative(a) if os.path.isabs(a) else a) for a in ["python", *sys.argv]),
     }
 
 

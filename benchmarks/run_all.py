@@ -38,7 +38,8 @@ TRIED = {  # what was done about each target, named next to a miss
         "cosine to 5% over the last 30% of the budget (schedule 'late-cosine'), flows started near the identity "
         "(flow_scale 0.05), and checkpoints so the 60-minute setting can resume."
     ),
-    "notebooks": "the notebooks' own fast/full sizes (config.pick); see each notebook's issue.",
+    "notebooks": ("the notebooks' own fast/full sizes (config.pick); cells that pushed large batches through a model "
+                  "at once (notebook 02's prior codes, notebook 04's flow samples) work in chunks."),
 }
 
 
@@ -150,18 +151,21 @@ def assemble(results: Path, output: Path, runs: dict[str, dict], command: str) -
     info = machine_info()
     measured = [d for name in SCRIPTS for d in (data[name] if name == "quality" else [data[name]]) if d]
     first = measured[0]["machine"] if measured else info
+    dates = [d["machine"]["date"] for d in measured]
     lines = [
         "# Benchmark results",
         "",
         f"- Machine: {first['cpu']}, {first['cores']} cores; Python {first['python']}, torch {first['torch']} ({first['torch_threads']} threads), "
         f"{first['platform']}",
-        f"- Date: {first['date']} (RESULTS.md written {info['date']})",
-        f"- Command: `{command}`",
+        f"- Dates: benchmarks finished between {min(dates, default=info['date'])} and {max(dates, default=info['date'])}; "
+        f"this file written {info['date']} by `{command}`",
+        "- The runs behind it:",
     ]
-    for d in measured:
+    for d in sorted(measured, key=lambda d: d["machine"]["date"]):
         m = d["machine"]
-        start = f"load average {m['load_start']} at its start, " if "load_start" in m else ""
-        lines.append(f"- `{m['command']}`: finished {m['date']}, {start}{m['load_1min']} at its end")
+        start = f"{m['load_start']} at its start, " if "load_start" in m else ""
+        shown = m["command"].replace(f"{_common.ROOT}/", "")  # paths inside the repository, relative
+        lines.append(f"  - `{shown}`: finished {m['date']}; load average {start}{m['load_1min']} at its end")
     if any(d["machine"].get("load_start", 0) > 0.5 * (d["machine"]["cores"] or 1) for d in measured):
         lines += ["", "> The machine was busy (load average above half the core count) when at least one "
                       "benchmark started: absolute timings are pessimistic; the alternating repetitions keep ratios fair."]

@@ -125,7 +125,7 @@ def test_run_all_assembles_results_md(results):
     run("run_all", "--assemble-only", "--results", str(results), "--output", str(out))
     text = out.read_text()
     for heading in ("# Benchmark results", "## 1. Training throughput", "## 2. Model quality", "## 3. The series",
-                    "## Targets", "## Missed targets", "- Machine:", "- Command:", "- Date:"):
+                    "## Targets", "## Missed targets", "- Machine:", "- Dates:", "- The runs behind it:"):
         assert heading in text
     for name in ("throughput", "quality", "notebooks"):
         assert f"`python {name}.py" in text or f"benchmarks/{name}.py" in text, f"{name}'s command is recorded"
