@@ -87,7 +87,7 @@ def quality_heading(args: dict[str, str]) -> str:
         budget = f"{float(args['minutes']):g} minutes of training per model"
     count = args.get("threads")
     threads = "" if count in (None, "None") else f", {count} thread" + ("" if count == "1" else "s")
-    return f"{budget}: {args.get('models', '?')}{threads}"
+    return f"{budget}: {args.get('models', '?').replace(',', ', ')}{threads}"
 
 
 def targets_and_misses(data: dict[str, Any]) -> tuple[list[list[str]], list[str]]:
@@ -144,7 +144,7 @@ def assemble(results: Path, output: Path, runs: dict[str, dict], command: str) -
     for name in SCRIPTS:
         data[name], sections[name] = load(results, name)
     quality = [load(results, name) for name in quality_names(results)]
-    quality = sorted(((d, md) for d, md in quality if d is not None), key=lambda dm: float(dm[0]["args"]["minutes"]))
+    quality = sorted(((d, md) for d, md in quality if d is not None), key=lambda dm: (float(dm[0]["args"]["minutes"]), not dm[0]["args"].get("models", "").startswith("vae")))
     data["quality"] = [d for d, _ in quality]
     if quality:
         sections["quality"] = "\n\n".join(f"### {quality_heading(d['args'])}\n\n{md.strip()}" for d, md in quality)
