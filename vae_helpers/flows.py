@@ -85,9 +85,12 @@ def planar_flow_sequence(z: torch.Tensor, u: torch.Tensor, w: torch.Tensor, b: t
         z = z + u_k * hs[-1].unsqueeze(-1)  # (..., B, D)
     if not hs:
         return z, torch.zeros(z.shape[:-1], dtype=z.dtype, device=z.device)
-    h = torch.stack(hs, -1)  # (..., B, K)
-    log_det = torch.log(torch.abs(1.0 + (1.0 - h.pow(2)) * wu) + 1e-8).sum(-1)  # Σ_k log|1 + ûᵀψ|, (..., B)
-    return z, log_det
+    return z, _planar_log_det(torch.stack(hs, -1), wu)  # (..., B, D), (..., B)
+
+
+def _planar_log_det(h: torch.Tensor, wu: torch.Tensor) -> torch.Tensor:
+    """Σ_k log|1 + ûₖᵀψₖ| with ûᵀψ = (1 - hₖ²) wₖᵀûₖ, from the layers' tanh outputs h ``(..., K)`` and wᵀû (broadcast)."""
+    return torch.log(torch.abs(1.0 + (1.0 - h.pow(2)) * wu) + 1e-8).sum(-1)  # 1 + ûᵀψ > 0 as wᵀû > -1
 
 
 class PlanarFlow(nn.Module):
@@ -337,9 +340,7 @@ class PlanarFlowBank(nn.Module):
         for w, b, u in zip(ws, bs, us):  # (M, D, 1), (M, 1, 1), (M, 1, D)
             hs.append(torch.tanh(torch.baddbmm(b, zs[-1], w)))  # tanh(wᵀz + b), (M, N, 1)
             zs.append(torch.addcmul(zs[-1], hs[-1], u))  # z + û h, (M, N, D)
-        psi_u = wu * (1.0 - torch.cat(hs, -1).pow(2))  # ûᵀψ = h'(wᵀz + b) wᵀû, (M, N, K)
-        log_det = torch.log(torch.abs(1.0 + psi_u) + 1e-8).sum(-1)  # (M, N); 1 + ûᵀψ > 0 as wᵀû > -1
-        return zs, log_det
+        return zs, _planar_log_det(torch.cat(hs, -1), wu)  # hs: K x (M, N, 1) -> (M, N, K); log-det (M, N)
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``z_0 (M, N, D) -> (z_K (M, N, D), Σ log-det (M, N))``."""
