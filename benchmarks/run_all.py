@@ -141,13 +141,12 @@ def assemble(results: Path, output: Path, runs: dict[str, dict], command: str) -
     from _common import markdown_table
 
     data, sections = {}, {}
-    for name in SCRIPTS:
+    for name in ("throughput", "notebooks"):
         data[name], sections[name] = load(results, name)
-    quality = [load(results, name) for name in quality_names(results)]
-    quality = sorted(((d, md) for d, md in quality if d is not None), key=lambda dm: (float(dm[0]["args"]["minutes"]), not dm[0]["args"].get("models", "").startswith("vae")))
-    data["quality"] = [d for d, _ in quality]
-    if quality:
-        sections["quality"] = "\n\n".join(f"### {quality_heading(d['args'])}\n\n{md.strip()}" for d, md in quality)
+    quality = [(d, md) for d, md in map(lambda stem: load(results, stem), quality_names(results)) if d is not None]
+    quality.sort(key=lambda dm: (float(dm[0]["args"]["minutes"]), not dm[0]["args"].get("models", "").startswith("vae")))
+    data["quality"] = [d for d, _ in quality]  # one result per training budget
+    sections["quality"] = "\n\n".join(f"### {quality_heading(d['args'])}\n\n{md.strip()}" for d, md in quality) or None
     info = machine_info()
     measured = [d for name in SCRIPTS for d in (data[name] if name == "quality" else [data[name]]) if d]
     first = measured[0]["machine"] if measured else info
