@@ -1,6 +1,7 @@
 """Shared test settings: a headless matplotlib backend and quiet progress bars."""
 
 import os
+from contextlib import contextmanager
 
 import matplotlib
 import pytest
@@ -17,3 +18,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def global_rng_untouched():
+    """A context manager that fails when the code inside it changes torch's global (CPU) random state."""
+
+    @contextmanager
+    def guard():
+        state = torch.get_rng_state()
+        yield
+        assert torch.equal(torch.get_rng_state(), state), "the global torch RNG was changed"
+
+    return guard

@@ -107,11 +107,10 @@ REPARAM_WRONG = {
 }
 
 
-def test_reparameterize_checker_passes_the_reference_and_keeps_the_global_rng(capsys):
-    state = torch.get_rng_state()
-    checks.check_reparameterize(models.reparameterize)
-    checks.check_reparameterize(lambda mu, lv: mu + torch.sqrt(torch.exp(lv)) * torch.randn_like(mu))
-    assert torch.equal(state, torch.get_rng_state())
+def test_reparameterize_checker_passes_the_reference_and_keeps_the_global_rng(capsys, global_rng_untouched):
+    with global_rng_untouched():
+        checks.check_reparameterize(models.reparameterize)
+        checks.check_reparameterize(lambda mu, lv: mu + torch.sqrt(torch.exp(lv)) * torch.randn_like(mu))
     assert capsys.readouterr().out.startswith("✓")
 
 
@@ -198,3 +197,9 @@ def test_iwae_reference_agrees_with_the_library_on_a_real_model():
     mine = iwae_right(vae, x, 10)
     torch.manual_seed(1)
     assert torch.allclose(mine, losses.iwae_bound(vae, x, k=10), atol=1e-5)
+
+
+def test_the_rng_guard_notices_a_draw(global_rng_untouched):
+    with pytest.raises(AssertionError, match="global torch RNG"):
+        with global_rng_untouched():
+            torch.rand(1)
