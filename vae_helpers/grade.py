@@ -12,6 +12,7 @@ import ast
 import copy
 import json
 import re
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 
 import nbformat
 
-from .runner import describe_error, execute_notebook
+from .runner import describe_error
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 CODE_STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
@@ -162,8 +163,11 @@ class ExerciseResult:
     manual: bool
     score: float | None
     status: str
-    message: str = ""
+    message: str = ""  # for the teacher (hidden tests' messages included)
     answer: str | None = None  # the learner's text, for cells graded by hand
+    optional: bool = False  # reported apart; does not count towards the maximum
+    feedback: str = ""  # for the learner: never the hidden tests' source or message
+    tampered: bool = False
 
 
 @dataclass
@@ -179,16 +183,24 @@ class Report:
     seconds: float = 0.0
     exercises: list[ExerciseResult] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)  # for the teacher: look at this submission by hand
+    limits: dict[str, Any] = field(default_factory=dict)
     executed: nbformat.NotebookNode | None = field(default=None, repr=False)
 
     @property
     def score(self) -> float:
-        return sum(e.score or 0 for e in self.exercises)
+        """Points earned on the required exercises graded automatically."""
+        return sum(e.score or 0 for e in self.exercises if not e.optional)
+
+    @property
+    def optional_score(self) -> float:
+        """Points earned on optional exercises (reported apart, on top of the maximum)."""
+        return sum(e.score or 0 for e in self.exercises if e.optional)
 
     @property
     def max_score(self) -> float:
-        """Points that are graded automatically."""
-        return sum(e.points for e in self.exercises if not e.manual)
+        """Points of the required exercises that are graded automatically."""
+        return sum(e.points for e in self.exercises if not e.manual and not e.optional)
 
     @property
     def manual_points(self) -> float:
@@ -197,7 +209,8 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in asdict(self).items() if k != "executed"}
-        d.update(score=self.score, max_score=self.max_score, manual_points=self.manual_points)
+        d.update(score=self.score, max_score=self.max_score, manual_points=self.manual_points,
+                 optional_score=self.optional_score)
         return d
 
 
@@ -293,35 +306,89 @@ def _running_cell(nb: nbformat.NotebookNode) -> int | None:
     return None
 
 
-def run_submission(nb: nbformat.NotebookNode, cwd: Path, timeout: int,
-                   fast: bool) -> tuple[nbformat.NotebookNode, list[str], str | None]:
-    """Execute with errors allowed: (executed notebook, notes, error or None).
+@dataclass
+class Limits:
+    """What one submission may use: seconds per cell and in all, kernel memory, output kept per cell."""
 
-    A cell that hangs or kills the kernel is replaced by a failing stub and the notebook runs again.
+    cell_timeout: int = 300
+    budget_s: float = 1200.0
+    memory_bytes: int | None = 6 << 30
+    output_bytes: int = 200_000
+    isolate: bool = True
+    threads: int | None = None
+
+
+@dataclass
+class RunInfo:
+    """What the grading client saw: each cell's execute reply, the kernel probes, cells skipped or cut."""
+
+    replies: dict[int, dict[str, str]] = field(default_factory=dict)
+    probes: dict[int, Any] = field(default_factory=dict)
+    skipped: list[int] = field(default_factory=list)
+    cut: list[int] = field(default_factory=list)
+
+
+def run_submission(nb: nbformat.NotebookNode, submitted: str, limits: Limits, fast: bool,
+                   probe: str) -> tuple[nbformat.NotebookNode, list[str], str | None, RunInfo]:
+    """Execute in a fresh sandboxed kernel with errors allowed: (executed notebook, notes, error or None, run info).
+
+    The kernel's working directory is a new temporary directory holding only ``submitted`` (the
+    submission's text). A cell that hangs or kills the kernel is replaced by a failing stub and
+    the notebook runs again in a new kernel and directory, within the total time budget.
     """
+    import os
+    import tempfile
+
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
+    from .sandbox import IsolationUnavailable, Sandbox, grading_client
+
     notes: list[str] = []
+    checks = {i for i, c in enumerate(nb.cells) if is_check_cell(c)}
+    env = {"VAE_FAST": "1" if fast else "0"}
+    if limits.threads:
+        env.update(OMP_NUM_THREADS=str(limits.threads), MKL_NUM_THREADS=str(limits.threads))
+    start = time.monotonic()
+    run, info = copy.deepcopy(nb), RunInfo()
     for _ in range(MAX_RESTARTS + 1):
-        run = copy.deepcopy(nb)
-        try:
-            return execute_notebook(run, cwd=cwd, timeout=timeout, allow_errors=True,
-                                    env={"VAE_FAST": "1" if fast else "0"}), notes, None
-        except (CellTimeoutError, DeadKernelError) as err:
-            index = _running_cell(run)
-            if index is None:
-                return run, notes, describe_error(err)
-            if isinstance(err, CellTimeoutError):
-                why = f"the grader stopped this cell after {timeout} s: it did not finish"
-            else:
-                why = "the kernel died while running this cell (exit() or out of memory?)"
-            notes.append(f"cell {index + 1} of {len(nb.cells)} ({_first_line(nb.cells[index].source)!r}): {why}; it was replaced "
-                         "by a failing stub and the notebook was run again")
-            nb = copy.deepcopy(nb)
-            nb.cells[index].source = f"raise RuntimeError({why!r})"
-        except Exception as err:  # noqa: BLE001 - report whatever stopped the kernel, never crash
-            return run, notes, describe_error(err)
-    return run, notes, "too many cells hang or kill the kernel; later cells were not run"
+        run, left = copy.deepcopy(nb), limits.budget_s - (time.monotonic() - start)
+        if left <= 1:
+            return run, notes, f"the total time budget of {limits.budget_s:g} s was used up", RunInfo()
+        with tempfile.TemporaryDirectory(prefix="vae-grade-", ignore_cleanup_errors=True) as tmp:
+            workdir = Path(tmp)
+            os.chmod(workdir, 0o700)
+            (workdir / "submission.ipynb").write_text(submitted, encoding="utf-8")
+            box = Sandbox(workdir, limits.memory_bytes, isolate=limits.isolate, env=env)
+            client = grading_client(run, box, limits.cell_timeout, left, limits.output_bytes, checks, probe)
+            error = None
+            try:
+                client.execute(cleanup_kc=True)
+            except IsolationUnavailable:
+                raise
+            except (CellTimeoutError, DeadKernelError) as err:
+                error = err
+            except Exception as err:  # noqa: BLE001 - report whatever stopped the kernel, never crash
+                error = describe_error(err)
+            info = RunInfo(dict(client.replies), dict(client.probes), list(client.skipped), sorted(client.cut))
+        if error is None:
+            return run, notes, None, info
+        if isinstance(error, str):
+            return run, notes, error, info
+        index = _running_cell(run)
+        if index is None:
+            return run, notes, describe_error(error), info
+        if time.monotonic() - start >= limits.budget_s - 1:
+            info.replies.pop(index, None)
+            return run, notes, f"the total time budget of {limits.budget_s:g} s ran out in cell {index + 1}", info
+        if isinstance(error, CellTimeoutError):
+            why = f"the grader stopped this cell after {limits.cell_timeout} s: it did not finish"
+        else:
+            why = "the kernel died while running this cell (exit() or out of memory?)"
+        notes.append(f"cell {index + 1} of {len(nb.cells)} ({_first_line(nb.cells[index].source)!r}): {why}; it was replaced "
+                     "by a failing stub and the notebook was run again")
+        nb = copy.deepcopy(nb)
+        nb.cells[index].source = f"raise RuntimeError({why!r})"
+    return run, notes, "too many cells hang or kill the kernel; later cells were not run", info
 
 
 def _first_line(text: str) -> str:
@@ -329,13 +396,47 @@ def _first_line(text: str) -> str:
     return lines[0][:160] if lines else ""
 
 
-def score(executed: nbformat.NotebookNode, src: nbformat.NotebookNode) -> list[ExerciseResult]:
-    """Score every graded cell of the instructor version by what its counterpart in ``executed`` did."""
-    by_id = {nbgrader_meta(c).get("grade_id"): c for c in executed.cells if nbgrader_meta(c).get("grade_id")}
+def _hidden_lines(source: str) -> range:
+    """The 1-based line numbers of a check cell's hidden tests (empty range if it has none)."""
+    lines = source.splitlines()
+    begin = next((i for i, line in enumerate(lines) if "BEGIN HIDDEN TESTS" in line), None)
+    end = next((i for i, line in enumerate(lines) if "END HIDDEN TESTS" in line), len(lines))
+    return range(0) if begin is None else range(begin + 1, end + 2)
+
+
+def _failed_in_hidden(reply: dict[str, str], source: str) -> bool:
+    """True when the traceback's frame in the check cell itself lies in its hidden tests."""
+    found = re.search(r"(?:Cell In\[\d+\], line |<ipython-input-[^>]*> in <module>[^\n]*\n-+> )(\d+)",
+                      _ANSI.sub("", reply.get("traceback", "")))
+    return bool(found) and int(found.group(1)) in _hidden_lines(source)
+
+
+def is_optional(ex: Exercise, cell: nbformat.NotebookNode | None = None) -> bool:
+    """Optional exercises: "optional" in the points-table title or an ``optional`` cell tag."""
+    tags = (cell or {}).get("metadata", {}).get("tags", []) if cell is not None else []
+    return "optional" in ex.title.lower() or "optional" in tags
+
+
+def score(executed: nbformat.NotebookNode, src: nbformat.NotebookNode, info: RunInfo | None = None,
+          aliases: dict[str, str] | None = None) -> list[ExerciseResult]:
+    """Score every graded cell of the instructor version by the execute reply of its counterpart in ``executed``.
+
+    A check cell earns its points only when it ran, the kernel replied "ok", and the kernel probe just
+    before it found nothing changed since the start (no silenced exceptions, no replaced checkers).
+    """
+    from .integrity import compare
+
+    info = info or RunInfo()
+    where = {nbgrader_meta(c).get("grade_id"): i for i, c in enumerate(executed.cells) if nbgrader_meta(c).get("grade_id")}
+    src_cells = {nbgrader_meta(c).get("grade_id"): c for c in src.cells}
+    baseline = info.probes.get(-1)
     results = []
     for ex in exercises(src):
-        cell = by_id.get(ex.grade_id)
-        result = ExerciseResult(ex.grade_id, ex.title, ex.points, ex.manual, 0.0, "failed")
+        index = where.get(ex.grade_id)
+        cell = executed.cells[index] if index is not None else None
+        result = ExerciseResult(ex.grade_id, ex.title, ex.points, ex.manual, 0.0, "failed",
+                                optional=is_optional(ex, src_cells.get(ex.grade_id)))
+        reply = info.replies.get(index) if index is not None else None
         if cell is None:
             result.status, result.message = "missing", "this cell is not in the submission (deleted?)"
         elif ex.manual:
@@ -343,25 +444,42 @@ def score(executed: nbformat.NotebookNode, src: nbformat.NotebookNode) -> list[E
             unanswered = not cell.source.strip() or "YOUR ANSWER HERE" in cell.source
             text = "\n".join(line for line in cell.source.splitlines() if "SOLUTION" not in line)
             result.message = "not answered" if unanswered else f"answer: {_first_line(text)}"
-        elif "shell.execute_reply" not in cell.metadata.get("execution", {}):
+        elif index in info.skipped:
+            result.status, result.message = "not run", "the total time budget was used up before this cell"
+        elif reply is None:
             result.status, result.message = "not run", "the notebook stopped before this cell"
+        elif reply["status"] != "ok":
+            result.message = f"{reply['ename'] or 'Error'}: {_first_line(reply['evalue'])}".rstrip(": ")
+            if _failed_in_hidden(reply, cell.source):
+                result.feedback = "a hidden test failed"
         else:
-            errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
-            if errors:
-                result.message = f"{errors[0].get('ename', 'Error')}: {_first_line(errors[0].get('evalue', ''))}"
+            now = info.probes.get(index)
+            changes = (["the grader could not inspect the kernel"] if baseline is None or now is None
+                       else compare(baseline, now, aliases or {}))
+            if changes:
+                result.message = "the kernel was tampered with before this check: " + "; ".join(changes)
+                result.tampered = True
             else:
                 result.score, result.status = float(ex.points), "passed"
+        result.feedback = result.feedback or result.message
         results.append(result)
     return results
 
 
 def grade_submission(path: Path, source: Path | None = None, source_dir: Path = NOTEBOOK_DIR,
-                     timeout: int | None = None, fast: bool = True) -> Report:
-    """Grade one submitted notebook against its instructor version; never raises for a bad submission."""
-    report = Report(str(path), "graded", mode="fast" if fast else "full")
-    timeout = timeout or (300 if fast else 1800)
+                     timeout: int | None = None, fast: bool = True, limits: Limits | None = None) -> Report:
+    """Grade one submitted notebook against its instructor version; never raises for a bad submission.
+
+    Raises ``IsolationUnavailable`` when ``limits.isolate`` is set and no sandbox can be made.
+    """
+    from .integrity import helper_aliases, probe_expression, static_flags
+
+    limits = copy.copy(limits or Limits(cell_timeout=300 if fast else 1800, budget_s=1200 if fast else 7200))
+    limits.cell_timeout = timeout or limits.cell_timeout
+    report = Report(str(path), "graded", mode="fast" if fast else "full", limits=asdict(limits))
     try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        text = Path(path).read_text(encoding="utf-8")
+        raw = json.loads(text)
         if not isinstance(raw, dict) or not isinstance(raw.get("cells"), list) or "nbformat" not in raw:
             raise ValueError("it is JSON but not a Jupyter notebook (no 'cells' list or 'nbformat' version)")
         sub = nbformat.reads(json.dumps(raw), as_version=4)
@@ -376,16 +494,26 @@ def grade_submission(path: Path, source: Path | None = None, source_dir: Path = 
         report.status, report.message = status, why
         return report
     report.source = str(src_path)
-    src = nbformat.read(src_path, as_version=4)
+    src = nbformat.read(src_path, as_version=4)  # the key: read here, in the grader's process only
     prepared, report.warnings = prepare(sub, src)
+    report.flags = static_flags(sub, src) + [w for w in report.warnings if "moved" in w or "not the cells handed out" in w]
+    aliases = helper_aliases(src)
     start = time.perf_counter()
-    executed, notes, error = run_submission(prepared, Path(src_path).parent, timeout, fast)
+    executed, notes, error, info = run_submission(prepared, text, limits, fast, probe_expression(list(aliases)))
     report.seconds = round(time.perf_counter() - start, 1)
     report.warnings += notes
+    if info.cut:
+        report.warnings.append(f"output cut to {limits.output_bytes} bytes in cells {[i + 1 for i in info.cut]}")
+    if info.skipped:
+        report.warnings.append(f"the total time budget of {limits.budget_s:g} s ran out: {len(info.skipped)} cells not run")
     if error:
         report.status, report.message = "execution_error", f"execution stopped: {error}"
     report.executed = executed
-    report.exercises = score(executed, src)
+    report.exercises = score(executed, src, info, aliases)
+    tampered = [e.grade_id for e in report.exercises if e.tampered]
+    if tampered:
+        first = next(e.message for e in report.exercises if e.tampered)
+        report.flags.append(f"checks {tampered} score 0: {first}")
     return report
 
 
@@ -400,12 +528,17 @@ def format_report(report: Report) -> str:
         width = [max(len(r[i]) for r in rows) for i in range(3)]
         lines += [f"  {a:<{width[0]}}  {b:>{width[1]}}  {c:<{width[2]}}  {d}".rstrip() for a, b, c, d in rows]
         total = f"  total: {_num(report.score)}/{_num(report.max_score)} points graded automatically"
+        total += f" (+{_num(report.optional_score)} optional)" if report.optional_score else ""
         lines.append(total + (f", {_num(report.manual_points)} more to grade by hand" if report.manual_points else ""))
+    lines += [f"  FLAG: {f}" for f in report.flags]
     lines += [f"  warning: {w}" for w in report.warnings]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .gradebook import default_jobs, grade_class, write_feedback, write_gradebook
+    from .sandbox import INSTALL_HINT, isolation_problem
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="+", type=Path, help="submissions to grade (or instructor notebooks)")
     parser.add_argument("--make-student", action="store_true", help="write student versions into --out instead")
@@ -414,8 +547,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source", type=Path, help="the instructor notebook (default: found in --source-dir)")
     parser.add_argument("--source-dir", type=Path, default=NOTEBOOK_DIR, help="where instructor notebooks are")
     parser.add_argument("--timeout", type=int, help="seconds allowed per cell (default 300 fast, 1800 full)")
+    parser.add_argument("--budget", type=float, help="seconds allowed per submission in all (default 1200 fast, 7200 full)")
+    parser.add_argument("--memory", type=float, default=6, help="GiB of address space per kernel (default 6)")
+    parser.add_argument("--max-output", type=int, default=200_000, help="bytes of output kept per cell")
     parser.add_argument("--full", action="store_true", help="run in full mode (default: fast mode, VAE_FAST=1)")
     parser.add_argument("--json", action="store_true", help="print a JSON list of reports instead of tables")
+    parser.add_argument("--gradebook", type=Path, help="write a CSV gradebook, one row per submission")
+    parser.add_argument("--feedback", type=Path, help="write one HTML feedback page per submission into this folder")
+    parser.add_argument("--jobs", type=int, default=default_jobs(), help="submissions graded at once (default: the cores)")
+    parser.add_argument("--no-isolation", action="store_true",
+                        help="run submissions without a sandbox, with your own rights (only where bubblewrap cannot run)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.make_student or args.exercise_table:
         missing = [str(p) for p in args.notebooks if not p.is_file()]
@@ -429,13 +571,28 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.source is not None and not args.source.is_file():
         parser.error(f"--source {args.source} is not a file")
-    reports = []
-    for path in args.notebooks:
-        reports.append(grade_submission(path, args.source, args.source_dir, args.timeout, fast=not args.full))
-        if not args.json:
-            print(format_report(reports[-1]), flush=True)
+    if args.jobs < 1 or args.memory <= 0 or args.max_output < 1 or (args.budget is not None and args.budget <= 0):
+        parser.error("--jobs, --memory, --max-output and --budget must be positive")
+    problem = None if args.no_isolation else isolation_problem()
+    if problem:
+        print(f"error: cannot isolate the submissions: {problem}.\nSubmissions run student code: install "
+              f"bubblewrap ({INSTALL_HINT}) or, only on a throw-away machine, pass --no-isolation.", file=sys.stderr)
+        return 2
+    fast = not args.full
+    limits = Limits(cell_timeout=args.timeout or (300 if fast else 1800), budget_s=args.budget or (1200 if fast else 7200),
+                    memory_bytes=int(args.memory * (1 << 30)), output_bytes=args.max_output, isolate=not args.no_isolation,
+                    threads=max(1, default_jobs() // min(args.jobs, len(args.notebooks))))
+    reports = grade_class(args.notebooks, min(args.jobs, len(args.notebooks)), progress=not args.quiet and not args.json,
+                          source=args.source, source_dir=args.source_dir, fast=fast, limits=limits)
     if args.json:
         print(json.dumps([r.to_dict() for r in reports], indent=1, ensure_ascii=False))
+    else:
+        for report in reports:
+            print(format_report(report), flush=True)
+    if args.gradebook:
+        print(f"wrote {write_gradebook(reports, args.gradebook)}", file=sys.stderr)
+    if args.feedback:
+        print(f"wrote {len(write_feedback(reports, args.feedback))} feedback pages to {args.feedback}/", file=sys.stderr)
     return 0 if all(r.status == "graded" for r in reports) else 1
 
 
