@@ -313,7 +313,7 @@ class Limits:
     cell_timeout: int = 300
     budget_s: float = 1200.0
     memory_bytes: int | None = 6 << 30
-    output_bytes: int = 200_000
+    output_bytes: int = 2_000_000
     isolate: bool = True
     threads: int | None = None
 
@@ -448,19 +448,21 @@ def score(executed: nbformat.NotebookNode, src: nbformat.NotebookNode, info: Run
             result.status, result.message = "not run", "the total time budget was used up before this cell"
         elif reply is None:
             result.status, result.message = "not run", "the notebook stopped before this cell"
-        elif reply["status"] != "ok":
-            result.message = f"{reply['ename'] or 'Error'}: {_first_line(reply['evalue'])}".rstrip(": ")
-            if _failed_in_hidden(reply, cell.source):
-                result.feedback = "a hidden test failed"
         else:
             now = info.probes.get(index)
             changes = (["the grader could not inspect the kernel"] if baseline is None or now is None
                        else compare(baseline, now, aliases or {}))
-            if changes:
+            result.tampered = bool(changes)
+            if reply["status"] != "ok":
+                result.message = f"{reply['ename'] or 'Error'}: {_first_line(reply['evalue'])}".rstrip(": ")
+                if _failed_in_hidden(reply, cell.source):
+                    result.feedback = "a hidden test failed"
+            elif changes:
                 result.message = "the kernel was tampered with before this check: " + "; ".join(changes)
-                result.tampered = True
             else:
                 result.score, result.status = float(ex.points), "passed"
+            if changes and reply["status"] != "ok":
+                result.message += " (and the kernel was tampered with before this check: " + "; ".join(changes) + ")"
         result.feedback = result.feedback or result.message
         results.append(result)
     return results
@@ -513,7 +515,7 @@ def grade_submission(path: Path, source: Path | None = None, source_dir: Path = 
     tampered = [e.grade_id for e in report.exercises if e.tampered]
     if tampered:
         first = next(e.message for e in report.exercises if e.tampered)
-        report.flags.append(f"checks {tampered} score 0: {first}")
+        report.flags.append(f"kernel tampering before the checks {tampered} (they score 0): {first}")
     return report
 
 
@@ -549,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=int, help="seconds allowed per cell (default 300 fast, 1800 full)")
     parser.add_argument("--budget", type=float, help="seconds allowed per submission in all (default 1200 fast, 7200 full)")
     parser.add_argument("--memory", type=float, default=6, help="GiB of address space per kernel (default 6)")
-    parser.add_argument("--max-output", type=int, default=200_000, help="bytes of output kept per cell")
+    parser.add_argument("--max-output", type=int, default=2_000_000, help="bytes of output kept per cell (figures count)")
     parser.add_argument("--full", action="store_true", help="run in full mode (default: fast mode, VAE_FAST=1)")
     parser.add_argument("--json", action="store_true", help="print a JSON list of reports instead of tables")
     parser.add_argument("--gradebook", type=Path, help="write a CSV gradebook, one row per submission")

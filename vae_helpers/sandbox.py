@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 INSTALL_HINT = "apt-get update && apt-get install -y bubblewrap"
+PROBE_TIMEOUT = 120  # seconds for the kernel probe (its first run imports torch and vae_helpers)
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc")
 
 
@@ -94,7 +95,7 @@ class Sandbox:
                 "/sys/devices/system/cpu"]
         for path in readable_paths():
             box += ["--ro-bind", str(path), str(path)]
-        box += ["--bind", str(self.workdir), str(self.workdir), "--remount-ro", "/tmp", "--chdir", str(self.workdir)]
+        box += ["--bind", str(self.workdir), str(self.workdir), "--remount-ro", "/tmp", "--remount-ro", "/", "--chdir", str(self.workdir)]
         return prefix + box + ["--"] + argv
 
 
@@ -150,10 +151,13 @@ def grading_client(nb, sandbox: Sandbox, timeout: int, budget_s: float, max_outp
 
         async def _probe(self) -> dict | None:
             msg_id = self.kc.execute("", silent=True, store_history=False, user_expressions={"fp": probe})
+            self.probing = True
             try:
                 return parse_probe(await self.async_wait_for_reply(msg_id))
             except TimeoutError:
                 return None
+            finally:
+                self.probing = False
 
         async def async_execute_cell(self, cell, cell_index: int, execution_count=None, store_history=True):  # noqa: ANN001
             if cell.cell_type == "code" and cell.source.strip():
@@ -167,7 +171,8 @@ def grading_client(nb, sandbox: Sandbox, timeout: int, budget_s: float, max_outp
             return await super().async_execute_cell(cell, cell_index, execution_count, store_history)
 
         def _get_timeout(self, cell) -> int:  # noqa: ANN001
-            return max(1, min(timeout, int(self.deadline - time.monotonic()) + 1))
+            limit = PROBE_TIMEOUT if getattr(self, "probing", False) else timeout
+            return max(1, min(limit, int(self.deadline - time.monotonic()) + 1))
 
         def output(self, outs, msg, display_id, cell_index):  # noqa: ANN001, ANN201
             used = self.output_bytes.get(cell_index, 0) + len(str(msg.get("content", "")))
