@@ -29,3 +29,11 @@ c.OverwriteCells.add_missing_cells = True
 # The stubs the student versions get (the same as `make student`).
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
+
+# Feedback without the hidden tests: nbgrader's feedback shows the autograded notebook, hidden
+# tests included, unless they are cleared again here.
+c.GenerateFeedback.preprocessors = [
+    "nbgrader.preprocessors.GetGrades",
+    "nbgrader.preprocessors.ClearHiddenTests",
+    "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
+]

@@ -38,7 +38,7 @@ KEY_CELLS = [
     ("def conv_output_size(size, kernel, stride, padding):\n    ### BEGIN SOLUTION\n"
      "    return (size + 2 * padding - kernel) // stride + 1\n    ### END SOLUTION", meta("t-conv", True)),
     ("checks.check_conv_output_size(conv_output_size)\n### BEGIN HIDDEN TESTS\n"
-     f"SECRET = {SECRET}\nassert conv_output_size(28, 3, 2, 1) == 14, 'hidden: 28 -> 14'\n### END HIDDEN TESTS",
+     f"SECRET = {SECRET}\nassert conv_output_size(100, 3, 2, 1) == 50, 'hidden: 100 -> 50'\n### END HIDDEN TESTS",
      meta("t-conv-check", False, 2)),
     ("def answer():\n    ### BEGIN SOLUTION\n    return 42\n    ### END SOLUTION", meta("t-answer", True)),
     ("assert answer() == 42, 'answer() must return 42'", meta("t-answer-check", False, 1)),
@@ -182,7 +182,7 @@ SILENCERS = {
 @pytest.mark.parametrize("trick", list(SILENCERS), ids=lambda t: t.replace(" ", "-"))
 def test_silencing_tricks_score_zero_and_are_flagged(trick: str, key: Path, tmp_path: Path) -> None:
     # Wrong, but right on the hidden test's one case: only the checker can catch it.
-    wrong = "def conv_output_size(size, kernel, stride, padding):\n    return 14 if (size, kernel, stride, padding) == (28, 3, 2, 1) else 0"
+    wrong = "def conv_output_size(size, kernel, stride, padding):\n    return 50 if (size, kernel, stride, padding) == (100, 3, 2, 1) else 0"
     path = submission(key, tmp_path / "s" / "tiny.ipynb", t_conv=wrong + "\n" + SILENCERS[trick])
     report = run(path, key)
     assert report.score == 0, grade.format_report(report)
