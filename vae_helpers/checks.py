@@ -1,7 +1,9 @@
 """Checkers for the notebook exercises: each tries the learner's function and names the likely mistake.
 
-A checker prints one line starting with a tick on success and raises ``AssertionError`` with a
-hint on failure. Every checker has unit tests that feed it typical wrong answers.
+A checker prints one line starting with a tick on success and raises ``CheckFailed`` (an
+``AssertionError``) with a hint on failure. In an IPython kernel, importing this module installs a
+handler that shows a failed check as one short "✗ ..." block, without the checker's frames.
+Every checker has unit tests that feed it typical wrong answers.
 """
 
 from __future__ import annotations
@@ -15,32 +17,87 @@ import torch
 # ----------------------------------------------------------------------------- shared machinery
 
 
+class CheckFailed(AssertionError):
+    """A checker's verdict that the learner's answer is wrong; the message says what was expected and why."""
+
+
+def _short_feedback(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: int | None = None) -> list[str]:
+    """IPython handler for ``CheckFailed``: the learner's frames (if their code crashed), then "✗ <message>"."""
+    stb: list[str] = []
+    cause = value.__cause__
+    if cause is not None and cause.__traceback__ is not None:
+        learner_tb = _without_package_frames(cause.__traceback__)
+        if learner_tb is not None:
+            stb = shell.InteractiveTB.structured_traceback(type(cause), cause, learner_tb)
+    stb = stb + ["✗ " + str(value)]
+    shell._showtraceback(etype, value, stb)  # an "error" output with ename CheckFailed; the cell still fails
+    return stb
+
+
+def _without_package_frames(tb: Any) -> Any:
+    """A copy of the traceback chain ``tb`` without the frames of files inside ``vae_helpers``, or None."""
+    import os
+    from types import TracebackType
+
+    package_dir = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frames = []
+    while tb is not None:
+        if not os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(package_dir):
+            frames.append(tb)
+        tb = tb.tb_next
+    chain = None
+    for t in reversed(frames):
+        chain = TracebackType(chain, t.tb_frame, t.tb_lasti, t.tb_lineno)
+    return chain
+
+
+def install_short_feedback() -> bool:
+    """In an IPython shell, show failed checks as a short "✗" block (idempotent); return True if installed."""
+    import sys
+
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    if shell is None:
+        return False
+    current = tuple(getattr(shell, "custom_exceptions", ()))
+    if any(c.__name__ != "CheckFailed" for c in current):
+        return False  # someone else's handler: leave it alone (IPython keeps only one)
+    shell.set_custom_exc((CheckFailed,), _short_feedback)
+    return True
+
+
 def ok(message: str) -> None:
     """Print the one-line success message of a checker."""
     print(f"✓ {message}")
 
 
 def call_learner(fn: Callable[..., Any], *args: Any, name: str | None = None, **kwargs: Any) -> Any:
-    """Call the learner's ``fn``; turn ``NotImplementedError`` and crashes into a clear ``AssertionError``."""
+    """Call the learner's ``fn``; turn ``NotImplementedError`` and crashes into a clear ``CheckFailed``.
+
+    A crash keeps the learner's exception as ``__cause__``, so the short-feedback handler can show
+    the frames of the learner's own code.
+    """
     label = name or getattr(fn, "__name__", "your function")
     if not callable(fn):
-        raise AssertionError(f"expected a function for {label}, got {type(fn).__name__}")
+        raise CheckFailed(f"expected a function for {label}, got {type(fn).__name__}")
     try:
         return fn(*args, **kwargs)
     except NotImplementedError:
-        raise AssertionError(f"{label} is not implemented yet: replace `raise NotImplementedError()` with your code") from None
+        raise CheckFailed(f"{label} is not implemented yet: replace `raise NotImplementedError()` with your code") from None
+    except CheckFailed:
+        raise
     except Exception as err:  # noqa: BLE001 - the learner's code may raise anything
-        raise AssertionError(f"calling {label} raised {type(err).__name__}: {err}") from None
+        raise CheckFailed(f"calling {label} raised {type(err).__name__}: {err}") from err
 
 
 def expect_tensor(out: Any, shape: tuple[int, ...], label: str, hint: str = "") -> torch.Tensor:
     """Fail unless ``out`` is a floating tensor of exactly ``shape``."""
     if not isinstance(out, torch.Tensor):
-        raise AssertionError(f"{label} should return a torch.Tensor, got {type(out).__name__}")
+        raise CheckFailed(f"{label} should return a torch.Tensor, got {type(out).__name__}")
     if tuple(out.shape) != tuple(shape):
-        raise AssertionError(f"{label} returned shape {tuple(out.shape)}, expected {tuple(shape)}. {hint}".strip())
+        raise CheckFailed(f"{label} returned shape {tuple(out.shape)}, expected {tuple(shape)}. {hint}".strip())
     if not torch.isfinite(out).all():
-        raise AssertionError(f"{label} returned non-finite values (nan or inf); check for log(0) or exp overflow")
+        raise CheckFailed(f"{label} returned non-finite values (nan or inf); check for log(0) or exp overflow")
     return out
 
 
@@ -68,9 +125,10 @@ def compare(got: torch.Tensor, expected: torch.Tensor, label: str, mistakes: Map
         return
     for hint, wrong in mistakes.items():
         if isinstance(wrong, torch.Tensor) and close(got, wrong.to(got.dtype), rtol, atol):
-            raise AssertionError(f"{label} does not match the expected values. Likely mistake: {hint}")
+            raise CheckFailed(f"{label} does not match the expected values: expected {_preview(expected)}, "
+                              f"got {_preview(got)}. Likely mistake: {hint}")
     diff = (got.double() - expected.double()).abs().max().item() if got.shape == expected.shape else float("nan")
-    raise AssertionError(
+    raise CheckFailed(
         f"{label} does not match the expected values (largest difference {diff:.4g}); "
         f"e.g. expected {_preview(expected)}, got {_preview(got)}"
     )
@@ -127,12 +185,12 @@ def check_autoencoder_forward(fn: Callable[..., Any]) -> None:
         with torch.no_grad():
             out = call_learner(fn, x.clone(), *layers, name=label)
             if not isinstance(out, tuple) or len(out) != 2:
-                raise AssertionError(f"{label} should return a pair (z, x_hat), got {type(out).__name__}"
+                raise CheckFailed(f"{label} should return a pair (z, x_hat), got {type(out).__name__}"
                                      + (f" of length {len(out)}" if isinstance(out, (tuple, list)) else ""))
             z, x_hat = out
             if isinstance(z, torch.Tensor) and isinstance(x_hat, torch.Tensor) and tuple(z.shape) == (batch, input_dim) \
                     and tuple(x_hat.shape) == (batch, latent_dim):
-                raise AssertionError(f"{label} returned (x_hat, z); return them in the order (z, x_hat)")
+                raise CheckFailed(f"{label} returned (x_hat, z); return them in the order (z, x_hat)")
             expect_tensor(z, (batch, latent_dim), f"the code z from {label}", "z has one row per image and latent_dim columns.")
             expect_tensor(x_hat, (batch, input_dim), f"x_hat from {label}", "x_hat has the shape of x.")
             (W1, b1), (W2, b2), (W3, b3), (W4, b4) = [(layer.weight, layer.bias) for layer in layers]
@@ -175,12 +233,12 @@ def _expect_batch_scalar(out: Any, batch: int, label: str) -> torch.Tensor:
     """Fail with a reduction hint unless ``out`` is a finite scalar tensor."""
     if isinstance(out, torch.Tensor) and out.dim() > 0:
         if tuple(out.shape) == (batch,):
-            raise AssertionError(f"{label} returned one value per image, shape ({batch},); "
+            raise CheckFailed(f"{label} returned one value per image, shape ({batch},); "
                                  "the training loss is one number: take the mean over the batch as well")
-        raise AssertionError(f"{label} returned shape {tuple(out.shape)}; it should be a single number: "
+        raise CheckFailed(f"{label} returned shape {tuple(out.shape)}; it should be a single number: "
                              "sum over the pixels (dim=1), then take the mean over the batch")
     if isinstance(out, (int, float)) and not isinstance(out, bool):
-        raise AssertionError(f"{label} returned a Python number; return the tensor so that gradients can flow "
+        raise CheckFailed(f"{label} returned a Python number; return the tensor so that gradients can flow "
                              "(no .item() inside a loss)")
     return expect_tensor(out, (), label, "Return a scalar tensor.")
 
@@ -214,7 +272,7 @@ def check_squared_error_loss(fn: Callable[[torch.Tensor, torch.Tensor], torch.Te
         })
     x, logits = cases[0]
     if not close(call_learner(fn, x, x.clone(), name=label), torch.zeros(())):
-        raise AssertionError(f"{label}(x, x) should be 0: a perfect reconstruction has no error")
+        raise CheckFailed(f"{label}(x, x) should be 0: a perfect reconstruction has no error")
     ok(f"{label} matches F.mse_loss(reduction='sum') / batch on {len(cases)} cases")
 
 
@@ -230,7 +288,7 @@ def check_cross_entropy_loss(fn: Callable[[torch.Tensor, torch.Tensor], torch.Te
         batch, pixels = x.shape
         out = call_learner(fn, x.clone(), logits.clone(), name=label)
         if isinstance(out, torch.Tensor) and torch.isnan(out).any():
-            raise AssertionError(f"{label} returned nan: logits can be any real number, so log(logits) or "
+            raise CheckFailed(f"{label} returned nan: logits can be any real number, so log(logits) or "
                                  "log(1 - logits) fails; turn them into probabilities with a sigmoid, or better, "
                                  "compute from the logits: -(x * logits - F.softplus(logits))")
         got = _expect_batch_scalar(out, batch, label)
@@ -260,7 +318,7 @@ def check_cross_entropy_loss(fn: Callable[[torch.Tensor, torch.Tensor], torch.Te
         ref = -bernoulli_log_likelihood(x, logits).mean()
         stable = isinstance(out, torch.Tensor) and out.dim() == 0 and bool(torch.isfinite(out)) and close(out, ref, rtol=1e-4, atol=1e-2)
         if not stable:
-            raise AssertionError(
+            raise CheckFailed(
                 f"{label} is right for moderate logits but breaks for large ones (|logits| ~ 40, as a trained model "
                 f"produces): expected {ref.item():.4g}, got {out.item() if isinstance(out, torch.Tensor) and out.numel() == 1 else out}. "
                 "sigmoid(40) rounds to exactly 1 and log(1 - 1) = -inf (F.binary_cross_entropy clamps it to -100). "
@@ -310,37 +368,37 @@ def check_training_step(fn: Callable[..., Any]) -> None:
             pass
         elif moved.abs().max() == 0:
             has_grads = all(p.grad is not None and p.grad.abs().sum() > 0 for p in learner.parameters())
-            raise AssertionError(
+            raise CheckFailed(
                 f"the parameters did not change in {label}: "
                 + ("the gradients were computed but optimizer.step() was not called after loss.backward()"
                    if has_grads else "no gradient reached the parameters before the step; the order is "
                    "optimizer.zero_grad(), loss.backward(), optimizer.step()")
             )
         elif close(moved, -lr * (grad_now + stale), rtol=1e-3, atol=1e-6):
-            raise AssertionError(f"on the second call of {label} the step used the sum of this batch's and the previous "
+            raise CheckFailed(f"on the second call of {label} the step used the sum of this batch's and the previous "
                                  "batch's gradients: call optimizer.zero_grad() before loss.backward(), because "
                                  "backward() adds to the .grad already there")
         elif close(moved, -lr * stale, rtol=1e-3, atol=1e-6):
-            raise AssertionError(f"{label} stepped with the previous batch's gradients: the order is "
+            raise CheckFailed(f"{label} stepped with the previous batch's gradients: the order is "
                                  "zero_grad(), loss.backward(), optimizer.step()")
         elif close(moved, lr * grad_now, rtol=1e-3, atol=1e-6):
-            raise AssertionError(f"{label} climbed the loss instead of descending it: minimise loss_fn(model, x)['loss'] "
+            raise CheckFailed(f"{label} climbed the loss instead of descending it: minimise loss_fn(model, x)['loss'] "
                                  "itself (no minus sign) and let the optimizer take the step")
         else:
-            raise AssertionError(f"{label} changed the parameters, but not by one gradient step on loss_fn(model, x)['loss'] "
+            raise CheckFailed(f"{label} changed the parameters, but not by one gradient step on loss_fn(model, x)['loss'] "
                                  "(check: one forward pass, loss.backward(), optimizer.step(), no extra steps)")
         if isinstance(out, torch.Tensor) and out.numel() == 1:
             if out.requires_grad:
-                raise AssertionError(f"{label} returned the loss tensor with its graph; return a plain number with loss.item()")
+                raise CheckFailed(f"{label} returned the loss tensor with its graph; return a plain number with loss.item()")
             out = out.item()
         if isinstance(out, bool) or not isinstance(out, (int, float)):
-            raise AssertionError(f"{label} should return the batch loss as a Python float (loss.item()), got {type(out).__name__}")
+            raise CheckFailed(f"{label} should return the batch loss as a Python float (loss.item()), got {type(out).__name__}")
         if abs(out - loss_before) > 1e-4 * max(1.0, abs(loss_before)):
             with torch.no_grad():
                 after = loss_fn(learner, x)["loss"].item()
             hint = ("that is the loss after the update; return the one computed before optimizer.step()"
                     if abs(out - after) <= 1e-4 * max(1.0, abs(after)) else "return loss.item() of this batch's loss")
-            raise AssertionError(f"{label} returned {out:.5g}, expected the batch loss {loss_before:.5g}: {hint}")
+            raise CheckFailed(f"{label} returned {out:.5g}, expected the batch loss {loss_before:.5g}: {hint}")
     ok(f"{label} takes exactly one gradient step per call ({len(batches)} calls in a row) and returns the batch loss")
 
 
@@ -355,13 +413,13 @@ _VAE_SHAPES = ((5, 3), (7, 2), (4, 10), (6, 1))
 def _expect_nb02(out: Any, shape: tuple[int, ...], label: str, what: str) -> torch.Tensor:
     """``expect_tensor`` with hints for the usual reduction mistakes of notebook 02."""
     if isinstance(out, torch.Tensor) and out.dim() == 0 and shape != ():
-        raise AssertionError(f"{label} returned a single number; it should return {what}, shape {shape}: "
+        raise CheckFailed(f"{label} returned a single number; it should return {what}, shape {shape}: "
                              "sum over the last dimension only (dim=-1), not over the batch")
     if isinstance(out, torch.Tensor) and out.dim() == 1 and len(shape) == 1 and tuple(out.shape) != shape:
-        raise AssertionError(f"{label} returned shape {tuple(out.shape)}, expected {shape}: you reduced over the "
+        raise CheckFailed(f"{label} returned shape {tuple(out.shape)}, expected {shape}: you reduced over the "
                              "batch dimension (dim=0); sum over the last dimension (dim=-1) instead")
     if isinstance(out, torch.Tensor) and torch.isnan(out).any():
-        raise AssertionError(f"{label} returned nan: did you take the log or square root of logvar? logvar can be "
+        raise CheckFailed(f"{label} returned nan: did you take the log or square root of logvar? logvar can be "
                              "negative; the variance is exp(logvar) and the standard deviation exp(logvar / 2)")
     return expect_tensor(out, shape, label, hint=f"Return {what}.")
 
@@ -410,7 +468,7 @@ def check_gaussian_kl(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) 
         compare(got, ref, "gaussian_kl", mistakes)
     zero = call_learner(fn, torch.zeros(3, 4), torch.zeros(3, 4), name="gaussian_kl")
     if not close(zero, torch.zeros(3)):
-        raise AssertionError("gaussian_kl(0, 0) should be 0: q(z|x) = N(0, I) is exactly the prior")
+        raise CheckFailed("gaussian_kl(0, 0) should be 0: q(z|x) = N(0, I) is exactly the prior")
     ok(f"gaussian_kl matches torch.distributions on {len(cases)} cases and is 0 when q(z|x) is the prior")
 
 
@@ -459,21 +517,21 @@ def check_reparameterize(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor
         logvar = (1.5 * torch.randn(5, 3, generator=g)).requires_grad_()
         z = call_learner(fn, mu, logvar, name="reparameterize")
         if isinstance(z, torch.Tensor) and tuple(z.shape) != (5, 3):
-            raise AssertionError(f"reparameterize returned shape {tuple(z.shape)}, expected {(5, 3)} like mu: draw one "
+            raise CheckFailed(f"reparameterize returned shape {tuple(z.shape)}, expected {(5, 3)} like mu: draw one "
                                  "eps per example and latent dimension, e.g. torch.randn_like(mu)")
         z = expect_tensor(z, (5, 3), "reparameterize")
         if not z.requires_grad:
-            raise AssertionError("z carries no gradient back to mu and logvar: a plain sample (Normal(...).sample(), "
+            raise CheckFailed("z carries no gradient back to mu and logvar: a plain sample (Normal(...).sample(), "
                                  "or code under torch.no_grad) blocks it. Draw eps ~ N(0, I) on its own and return "
                                  "mu + exp(logvar / 2) * eps")
         if close(z.detach(), mu.detach(), rtol=0, atol=1e-6):
-            raise AssertionError("z equals mu: the noise term exp(logvar / 2) * eps is missing")
+            raise CheckFailed("z equals mu: the noise term exp(logvar / 2) * eps is missing")
         d_mu, d_logvar = torch.autograd.grad(z.sum(), (mu, logvar), allow_unused=True)
         d_mu = torch.zeros_like(mu) if d_mu is None else d_mu
         d_logvar = torch.zeros_like(logvar) if d_logvar is None else d_logvar
         if not close(d_mu, torch.ones_like(mu)):
             hint = (" (torch.normal(mu, std) returns a sample whose gradient is zero)" if close(d_mu, torch.zeros_like(mu)) else "")
-            raise AssertionError("dz/dmu should be 1 for every entry, since z = mu + sigma * eps" + hint)
+            raise CheckFailed("dz/dmu should be 1 for every entry, since z = mu + sigma * eps" + hint)
         noise = (z - mu).detach()
         compare(d_logvar, 0.5 * noise, "dz/dlogvar", {
             "you scaled eps by the variance exp(logvar); the standard deviation is exp(logvar / 2)": noise,
@@ -487,16 +545,16 @@ def check_reparameterize(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor
         z_big = call_learner(fn, mu_big, logvar_big, name="reparameterize").detach()
         eps = (z_big - mu_big) / torch.exp(0.5 * logvar_big)  # (n, 3)
         if (eps.amax(0) - eps.amin(0)).max() < 1e-4:
-            raise AssertionError("every example got the same eps: draw an independent eps for each entry of mu "
+            raise CheckFailed("every example got the same eps: draw an independent eps for each entry of mu "
                                  "(torch.randn_like(mu)), not one number for the whole batch")
         if abs(eps.mean().item() - 0.5) < 0.05 and abs(eps.var().item() - 1 / 12) < 0.02:
-            raise AssertionError("eps looks uniform on [0, 1]: use torch.randn (standard normal), not torch.rand")
+            raise CheckFailed("eps looks uniform on [0, 1]: use torch.randn (standard normal), not torch.rand")
         if eps.mean(0).abs().max() > 0.05 or (eps.var(0) - 1).abs().max() > 0.06:
-            raise AssertionError(f"(z - mu) / exp(logvar / 2) should be standard normal, but has mean "
+            raise CheckFailed(f"(z - mu) / exp(logvar / 2) should be standard normal, but has mean "
                                  f"{eps.mean().item():.3f} and variance {eps.var().item():.3f}")
         again = call_learner(fn, mu.detach(), logvar.detach(), name="reparameterize")
         if close(again.detach(), z.detach(), rtol=0, atol=1e-7):
-            raise AssertionError("two calls returned the same z: draw fresh noise on every call (no fixed seed inside)")
+            raise CheckFailed("two calls returned the same z: draw fresh noise on every call (no fixed seed inside)")
     ok(f"reparameterize: gradients reach mu and logvar, z ~ N(mu, exp(logvar)) on {n} draws, fresh noise on every call")
 
 
@@ -546,7 +604,7 @@ def check_negative_elbo(fn: Callable[[torch.nn.Module, torch.Tensor], torch.Tens
         sharp = _SharpVAE(vae)
         got = call_learner(fn, sharp, x, name="negative_elbo")
         if isinstance(got, torch.Tensor) and tuple(got.shape) == (6,):
-            raise AssertionError("negative_elbo returned one value per example; return their mean over the batch, "
+            raise CheckFailed("negative_elbo returned one value per example; return their mean over the batch, "
                                  "a scalar, which is what fit minimises")
         got = expect_tensor(got, (), "negative_elbo", hint="Return a scalar: the mean over the batch.")
         with torch.no_grad():
@@ -565,29 +623,29 @@ def check_negative_elbo(fn: Callable[[torch.nn.Module, torch.Tensor], torch.Tens
         # with a real posterior the loss must be random (a sampled z) and unbiased for -ELBO
         draws = torch.stack([call_learner(fn, vae, x, name="negative_elbo").detach() for _ in range(300)])
         if (draws.max() - draws.min()) < 1e-4 * (1 + draws.abs().max()):
-            raise AssertionError("negative_elbo gives the same value on every call: sample z with "
+            raise CheckFailed("negative_elbo gives the same value on every call: sample z with "
                                  "models.reparameterize(mu, logvar) instead of using z = mu")
         with torch.no_grad():
             expected = vae_loss(vae, x, num_samples=20_000)["loss"]
         tolerance = 5 * draws.std().item() / 300**0.5 + 1e-3
         if abs(draws.mean().item() - expected.item()) > tolerance:
-            raise AssertionError(f"on average over 300 calls your loss is {draws.mean().item():.3f}, but -ELBO is "
+            raise CheckFailed(f"on average over 300 calls your loss is {draws.mean().item():.3f}, but -ELBO is "
                                  f"{expected.item():.3f}: check how z is drawn (z = mu + exp(logvar / 2) * eps)")
         with torch.no_grad():
             mu, logvar = vae.encode(x)
         leaf = _LeafPosterior(vae, mu, logvar)
         loss = call_learner(fn, leaf, x, name="negative_elbo")
         if not loss.requires_grad:
-            raise AssertionError("no gradient reached the networks: the loss was computed under torch.no_grad() or "
+            raise CheckFailed("no gradient reached the networks: the loss was computed under torch.no_grad() or "
                                  "detached; fit needs to call .backward() on it")
         loss.backward()
         silent = [name for name, p in vae.decoder.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
         if silent:
-            raise AssertionError(f"no gradient reached the decoder ({silent[0]}): build log p(x|z) with "
+            raise CheckFailed(f"no gradient reached the decoder ({silent[0]}): build log p(x|z) with "
                                  "model.log_likelihood(x, z), without .detach() or torch.no_grad()")
         kl_only = mu / x.shape[0]  # d mean(KL) / d mu: what is left when z is cut off from mu
         if leaf.mu.grad is None or close(leaf.mu.grad, kl_only, rtol=1e-4, atol=1e-6):
-            raise AssertionError("no gradient reached the encoder through z: z must stay connected to mu and logvar "
+            raise CheckFailed("no gradient reached the encoder through z: z must stay connected to mu and logvar "
                                  "(no .detach(), no plain sample); that is the point of the reparameterisation trick")
     ok("negative_elbo: the batch mean of -log p(x|z) + KL, with a fresh z each call and gradients for both networks")
 
@@ -616,10 +674,10 @@ def check_iwae_estimate(fn: Callable[[torch.nn.Module, torch.Tensor, int], torch
         k, batch = log_w.shape
         got = call_learner(fn, _FixedWeights(log_w), torch.zeros(batch, 4), k, name="iwae_estimate")
         if isinstance(got, torch.Tensor) and tuple(got.shape) == (k,) and k != batch:
-            raise AssertionError("iwae_estimate returned one value per sample; the k samples lie along dim 0 of "
+            raise CheckFailed("iwae_estimate returned one value per sample; the k samples lie along dim 0 of "
                                  "log_w (k, B): reduce over dim=0 to get one estimate per input")
         if isinstance(got, torch.Tensor) and tuple(got.shape) == (batch,) and not torch.isfinite(got).all():
-            raise AssertionError("iwae_estimate returned -inf or nan: exp(log_w) underflows to 0 for log-weights near "
+            raise CheckFailed("iwae_estimate returned -inf or nan: exp(log_w) underflows to 0 for log-weights near "
                                  "-700; use torch.logsumexp, which subtracts the largest log-weight first")
         got = expect_tensor(got, (batch,), "iwae_estimate", hint="Return one estimate per input, shape (B,).")
         ref = torch.logsumexp(log_w, 0) - math.log(k)
@@ -655,12 +713,12 @@ def check_conv_output_size(fn: Callable[[int, int, int, int], int]) -> None:
     for size, k, s, p in _CONV_CASES:
         out = call_learner(fn, size, k, s, p, name="conv_output_size")
         if isinstance(out, float) and out != int(out):
-            raise AssertionError(f"conv_output_size({size}, {k}, {s}, {p}) returned {out}, a fraction: a layer cannot "
+            raise CheckFailed(f"conv_output_size({size}, {k}, {s}, {p}) returned {out}, a fraction: a layer cannot "
                                  "output part of a pixel. Round down with floor division // (not /)")
         if isinstance(out, torch.Tensor) and out.numel() == 1:
             out = out.item()
         if isinstance(out, bool) or not isinstance(out, (int, float)) and not hasattr(out, "__index__"):
-            raise AssertionError(f"conv_output_size should return an int, got {type(out).__name__}")
+            raise CheckFailed(f"conv_output_size should return an int, got {type(out).__name__}")
         got.append(int(out))
     torch_sizes = []
     for size, k, s, p in _CONV_CASES:
@@ -686,10 +744,10 @@ def check_conv_output_size(fn: Callable[[int, int, int, int], int]) -> None:
     if got != expected:
         for hint, wrong in mistakes.items():
             if got == wrong:
-                raise AssertionError(f"conv_output_size does not match nn.Conv2d. Likely mistake: {hint}")
+                raise CheckFailed(f"conv_output_size does not match nn.Conv2d. Likely mistake: {hint}")
         i = next(j for j, (a, b) in enumerate(zip(got, expected)) if a != b)
         size, k, s, p = _CONV_CASES[i]
-        raise AssertionError(f"conv_output_size(size={size}, kernel_size={k}, stride={s}, padding={p}) returned {got[i]}, "
+        raise CheckFailed(f"conv_output_size(size={size}, kernel_size={k}, stride={s}, padding={p}) returned {got[i]}, "
                              f"but nn.Conv2d gives {expected[i]}. Use (size + 2*padding - kernel_size) // stride + 1")
     ok(f"conv_output_size agrees with nn.Conv2d on {len(_CONV_CASES)} layer settings")
 
@@ -720,12 +778,12 @@ def check_conv_decode(fn: Callable[[Any, torch.Tensor], torch.Tensor]) -> None:
             with torch.no_grad():
                 try:
                     out = call_learner(fn, model, z, name="conv_decode")
-                except AssertionError as err:
+                except CheckFailed as err:
                     if "shape" not in str(err) and "size" not in str(err):
                         raise
-                    raise AssertionError(f"{err}. Hint: reshape the dense output with the batch size of z and the model's "
+                    raise CheckFailed(f"{err}. Hint: reshape the dense output with the batch size of z and the model's "
                                          f"own sizes, h.view(z.shape[0], C, s, s) with C = model.config.channels[-1] "
-                                         f"and s = model.config.feature_size (here {C} and {s}); do not hard-code 64 or 14") from None
+                                         f"and s = model.config.feature_size (here {C} and {s}); do not hard-code 64 or 14") from err.__cause__
                 expected = model.decode(z)
                 h = model.from_z(z)
                 channels_last = model.decoder(h.view(batch, s, s, C).permute(0, 3, 1, 2))
@@ -744,7 +802,7 @@ def check_conv_decode(fn: Callable[[Any, torch.Tensor], torch.Tensor]) -> None:
                     hint = "the image is not 28 x 28: run h through all of model.decoder after the reshape"
                 else:
                     hint = f"reshape the dense output to (B, C, s, s) = (B, {C}, {s}, {s}) with B = z.shape[0], then apply model.decoder"
-                raise AssertionError(f"conv_decode returned shape {shape}, expected {(batch, 1, 28, 28)}: {hint}")
+                raise CheckFailed(f"conv_decode returned shape {shape}, expected {(batch, 1, 28, 28)}: {hint}")
             out = expect_tensor(out, (batch, 1, 28, 28), "conv_decode")
             compare(out, expected, "conv_decode", {
                 "you returned probabilities (a sigmoid); decode returns logits, the Bernoulli likelihood applies the sigmoid itself":
@@ -766,10 +824,10 @@ def check_interpolate_latents(fn: Callable[[torch.Tensor, torch.Tensor, int], to
         z_start, z_end = torch.randn(dim, generator=g), torch.randn(dim, generator=g)
         out = call_learner(fn, z_start.clone(), z_end.clone(), n, name="interpolate_latents")
         if isinstance(out, torch.Tensor) and tuple(out.shape) == (dim, n) and dim != n:
-            raise AssertionError(f"interpolate_latents returned shape {(dim, n)}, expected {(n, dim)}: one row per step "
+            raise CheckFailed(f"interpolate_latents returned shape {(dim, n)}, expected {(n, dim)}: one row per step "
                                  "(num_steps, D); transpose, or build t as a column t[:, None]")
         if isinstance(out, torch.Tensor) and out.dim() == 2 and out.shape[1] == dim and out.shape[0] != n:
-            raise AssertionError(f"interpolate_latents returned {out.shape[0]} steps, expected num_steps = {n}, "
+            raise CheckFailed(f"interpolate_latents returned {out.shape[0]} steps, expected num_steps = {n}, "
                                  "both ends included: torch.linspace(0, 1, num_steps)")
         out = expect_tensor(out, (n, dim), "interpolate_latents", hint="Return one row per step: (num_steps, D).")
         t = torch.linspace(0.0, 1.0, n)[:, None]
@@ -796,7 +854,7 @@ def check_interpolate_latents(fn: Callable[[torch.Tensor, torch.Tensor, int], to
 def _learner_pair(out: Any, label: str) -> tuple[Any, Any]:
     """Unpack the ``(z_new, log_det)`` pair a planar transform returns, or fail with a clear message."""
     if not isinstance(out, (tuple, list)) or len(out) != 2:
-        raise AssertionError(f"{label} should return a pair (z_new, log_det), got {type(out).__name__}"
+        raise CheckFailed(f"{label} should return a pair (z_new, log_det), got {type(out).__name__}"
                              + (f" of length {len(out)}" if isinstance(out, (tuple, list)) else ""))
     return out[0], out[1]
 
@@ -804,10 +862,10 @@ def _learner_pair(out: Any, label: str) -> tuple[Any, Any]:
 def _expect_per_example(out: Any, batch: int, label: str, what: str) -> torch.Tensor:
     """``expect_tensor`` for one value per example, with hints for the usual shape mistakes."""
     if isinstance(out, torch.Tensor) and out.dim() == 0:
-        raise AssertionError(f"{label} returned a single number; it should return {what}, shape ({batch},): "
+        raise CheckFailed(f"{label} returned a single number; it should return {what}, shape ({batch},): "
                              "do not sum or average over the batch")
     if isinstance(out, torch.Tensor) and out.dim() == 2 and out.shape[0] == batch:
-        raise AssertionError(f"{label} returned shape {tuple(out.shape)}, expected ({batch},): one value per example; "
+        raise CheckFailed(f"{label} returned shape {tuple(out.shape)}, expected ({batch},): one value per example; "
                              + ("drop the trailing dimension of size 1 (e.g. .squeeze(-1)) or sum over dim=-1"
                                 if out.shape[1] == 1 else "sum over the last dimension (dim=-1)"))
     return expect_tensor(out, (batch,), label, hint=f"Return {what}.")
@@ -863,7 +921,7 @@ def check_planar_transform(fn: Callable[..., Any]) -> None:
         })
         det = 1 + (1 - h.pow(2)) * (w @ u)  # 1 + uᵀψ(z), (B,)
         if isinstance(log_det, torch.Tensor) and log_det.shape == (batch,) and torch.isnan(log_det).any() and (det < 0).any():
-            raise AssertionError("planar_transform's log_det is nan where 1 + uᵀψ(z) < 0: the log of a negative number. "
+            raise CheckFailed("planar_transform's log_det is nan where 1 + uᵀψ(z) < 0: the log of a negative number. "
                                  "The determinant can be negative; take the log of its absolute value, log|1 + uᵀψ(z)|")
         log_det = _expect_per_example(log_det, batch, "planar_transform's log_det", "one log-determinant per example")
         compare(log_det, oracle.float(), "planar_transform's log_det (compared with log|det J| from autograd)", {
@@ -911,7 +969,7 @@ def check_constrain_u(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) 
         })
         wu_hat = (w * got).sum(-1)
         if not (wu_hat >= -1 - 1e-5).all():
-            raise AssertionError(f"wᵀû should be >= -1 for every row (the planar map is then invertible), got {_preview(wu_hat)}")
+            raise CheckFailed(f"wᵀû should be >= -1 for every row (the planar map is then invertible), got {_preview(wu_hat)}")
     ok(f"constrain_u matches the reference on {len(cases)} cases and keeps wᵀû >= -1")
 
 
@@ -934,7 +992,7 @@ def check_flow_free_energy(fn: Callable[..., torch.Tensor]) -> None:
         got = call_learner(fn, log_px.clone(), z0.clone(), zK.clone(), mu.clone(), logvar.clone(), log_dets.clone(),
                            name="flow_free_energy")
         if isinstance(got, torch.Tensor) and tuple(got.shape) == (batch, num_flows) and num_flows > 1:
-            raise AssertionError(f"flow_free_energy returned shape {tuple(got.shape)}, expected ({batch},): "
+            raise CheckFailed(f"flow_free_energy returned shape {tuple(got.shape)}, expected ({batch},): "
                                  "sum the log-determinants over the K flows (dim=-1) to get one value per example")
         got = _expect_per_example(got, batch, "flow_free_energy", "one free energy per example")
         sum_ld = log_dets.sum(-1)
@@ -963,3 +1021,6 @@ def check_flow_free_energy(fn: Callable[..., torch.Tensor]) -> None:
         compare(got, expected, "flow_free_energy", mistakes)
         cases += 1
     ok(f"flow_free_energy matches torch.distributions on {cases} cases")
+
+
+install_short_feedback()
