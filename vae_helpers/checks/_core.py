@@ -62,8 +62,75 @@ def ok(message: str) -> None:
     print(f"✓ {message}")
 
 
+# the vae_helpers functions the running checker refuses to see called: id(code object) -> message (a stack)
+_REFUSED: list[dict[int, str]] = []
+
+
+def refuses(*names: str, **delegations: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Decorate a checker: the learner's code must not call these references of ``vae_helpers``.
+
+    ``names`` are paths inside ``vae_helpers`` ("losses.gaussian_kl", "models.ConvVAE.decode");
+    ``delegations`` map such a path (with "__" for ".") to the message shown when it is called.
+    A call is seen by its code object, however the learner reached the function (alias, method).
+    """
+    import functools
+
+    def decorate(checker: Callable[..., None]) -> Callable[..., None]:
+        @functools.wraps(checker)
+        def wrapped(*args: Any, **kwargs: Any) -> None:
+            # keyed by id: code objects compare equal by content, and a learner may type the same code
+            refused = {id(_resolve(name).__code__): f"your answer calls vae_helpers.{name}; write it yourself"
+                       for name in names}
+            refused.update({id(_resolve(path.replace("__", ".")).__code__): message
+                            for path, message in delegations.items()})
+            _REFUSED.append(refused)
+            try:
+                return checker(*args, **kwargs)
+            finally:
+                _REFUSED.pop()
+
+        return wrapped
+
+    return decorate
+
+
+def _resolve(path: str) -> Any:
+    """The function at ``path`` inside ``vae_helpers`` ("models.ConvVAE.decode")."""
+    import importlib
+
+    module, *attributes = path.split(".")
+    obj: Any = importlib.import_module(f"vae_helpers.{module}")
+    for attribute in attributes:
+        obj = getattr(obj, attribute)
+    return obj
+
+
+@contextmanager
+def _watch_calls(refused: Mapping[int, str]) -> Iterator[list[str]]:
+    """Record (in the yielded list) the message of every refused function called inside the block."""
+    import sys
+
+    seen: list[str] = []
+    if not refused:
+        yield seen
+        return
+    previous = sys.getprofile()
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if event == "call" and id(frame.f_code) in refused and refused[id(frame.f_code)] not in seen:
+            seen.append(refused[id(frame.f_code)])
+        if previous is not None:
+            previous(frame, event, arg)
+
+    sys.setprofile(profile)
+    try:
+        yield seen
+    finally:
+        sys.setprofile(previous)
+
+
 def call_learner(fn: Callable[..., Any], *args: Any, name: str | None = None, **kwargs: Any) -> Any:
-    """Call the learner's ``fn``; turn ``NotImplementedError`` and crashes into a clear ``CheckFailed``.
+    """Call the learner's ``fn``; turn ``NotImplementedError``, crashes and calls of refused references into ``CheckFailed``.
 
     A crash keeps the learner's exception as ``__cause__``, so the short-feedback handler can show
     the frames of the learner's own code.
@@ -71,14 +138,21 @@ def call_learner(fn: Callable[..., Any], *args: Any, name: str | None = None, **
     label = name or getattr(fn, "__name__", "your function")
     if not callable(fn):
         raise CheckFailed(f"expected a function for {label}, got {type(fn).__name__}")
-    try:
-        return fn(*args, **kwargs)
-    except NotImplementedError:
+    error: Exception | None = None
+    with _watch_calls(_REFUSED[-1] if _REFUSED else {}) as refused_calls:
+        try:
+            out = fn(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - the learner's code may raise anything
+            error = err
+    if refused_calls:
+        raise CheckFailed(refused_calls[0]) from None
+    if isinstance(error, NotImplementedError):
         raise CheckFailed(f"{label} is not implemented yet: replace `raise NotImplementedError()` with your code") from None
-    except CheckFailed:
-        raise
-    except Exception as err:  # noqa: BLE001 - the learner's code may raise anything
-        raise CheckFailed(f"calling {label} raised {type(err).__name__}: {err}") from err
+    if isinstance(error, CheckFailed):
+        raise error
+    if error is not None:
+        raise CheckFailed(f"calling {label} raised {type(error).__name__}: {error}") from error
+    return out
 
 
 def expect_tensor(out: Any, shape: tuple[int, ...], label: str, hint: str = "") -> torch.Tensor:

@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 import torch
 
-from ._core import CheckFailed, call_learner, expect_tensor, seeded, close, compare, ok
+from ._core import CheckFailed, call_learner, expect_tensor, seeded, close, compare, ok, refuses
 
 
 # (B, input, hidden, latent): small layers, batch sizes unlike the other dims so a wrong axis shows
@@ -25,6 +25,7 @@ def _ae_layers(seed: int, input_dim: int, hidden_dim: int, latent_dim: int) -> t
     return model, layers
 
 
+@refuses("models.Autoencoder.forward", "models.Autoencoder.encode", "models.Autoencoder.decode")
 def check_autoencoder_forward(fn: Callable[..., Any]) -> None:
     """Check ``fn(x, enc_hidden, enc_out, dec_hidden, dec_out) -> (z, x_hat)`` against ``models.Autoencoder``."""
     import torch.nn.functional as F
@@ -94,6 +95,7 @@ def _expect_batch_scalar(out: Any, batch: int, label: str) -> torch.Tensor:
     return expect_tensor(out, (), label, "Return a scalar tensor.")
 
 
+@refuses("losses.squared_error")
 def check_squared_error_loss(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
     """Check ``fn(x, x_hat) -> scalar``: squared error summed over pixels, averaged over the batch."""
     import torch.nn.functional as F
@@ -127,6 +129,7 @@ def check_squared_error_loss(fn: Callable[[torch.Tensor, torch.Tensor], torch.Te
     ok(f"{label} matches F.mse_loss(reduction='sum') / batch on {len(cases)} cases")
 
 
+@refuses("losses.bernoulli_log_likelihood", "models.autoencoder_loss")
 def check_cross_entropy_loss(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
     """Check ``fn(x, logits) -> scalar``: binary cross-entropy from logits, summed over pixels, averaged over the batch."""
     import torch.nn.functional as F
@@ -177,6 +180,7 @@ def check_cross_entropy_loss(fn: Callable[[torch.Tensor, torch.Tensor], torch.Te
     ok(f"{label} matches F.binary_cross_entropy_with_logits(reduction='sum') / batch on {len(cases)} cases and is stable for large logits")
 
 
+@refuses("train.fit")
 def check_training_step(fn: Callable[..., Any]) -> None:
     """Check ``fn(model, optimizer, x, loss_fn) -> float``: zero_grad, loss, backward, step; twice in a row."""
     import copy
