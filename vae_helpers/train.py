@@ -6,8 +6,11 @@ scalar terms for the batch, one of which is ``"loss"`` (the quantity to minimise
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime as _dt
+import hashlib
+import io
 import json
 import math
 import random
@@ -20,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._io import atomic_write
+from ._io import atomic_write_all
 
 LossFn = Callable[[nn.Module, torch.Tensor], dict[str, torch.Tensor]]
 Callback = Callable[[int, nn.Module, "History"], Any]
@@ -28,7 +31,11 @@ Callback = Callable[[int, nn.Module, "History"], Any]
 
 @dataclass
 class History:
-    """Per-epoch means of every loss term, for training and validation, plus seconds per epoch."""
+    """Per-epoch means of every loss term, for training and validation, plus seconds per epoch.
+
+    Every list holds one value per epoch, in step with ``seconds``: an epoch without a value for a
+    term (no validation set in that run, validation interrupted, a term added later) holds NaN there.
+    """
 
     train: dict[str, list[float]] = field(default_factory=dict)
     val: dict[str, list[float]] = field(default_factory=dict)
@@ -37,6 +44,17 @@ class History:
     def __len__(self) -> int:
         """Number of epochs recorded."""
         return len(self.seconds)
+
+    def add_epoch(self, train: dict[str, float], val: dict[str, float] | None, seconds: float) -> None:
+        """Append one epoch: every term of both splits gets a value, NaN where this epoch has none."""
+        n = len(self.seconds)
+        for split, values in ((self.train, train), (self.val, val or {})):
+            for key in values:
+                split.setdefault(key, [math.nan] * n)
+            for key, column in split.items():
+                column.extend([math.nan] * (n - len(column)))  # an older History that went out of step
+                column.append(float(values.get(key, math.nan)))
+        self.seconds.append(float(seconds))
 
     def last(self, name: str = "loss", split: str = "train") -> float:
         """The most recent epoch mean of term ``name`` in ``split`` ("train" or "val")."""
@@ -48,13 +66,19 @@ class History:
         return values[-1]
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict (JSON-ready)."""
-        return dataclasses.asdict(self)
+        """Plain dict (strict JSON: NaN, an epoch without a value, becomes None)."""
+        def plain(split: dict[str, list[float]]) -> dict[str, list[float | None]]:
+            return {k: [None if math.isnan(v) else v for v in vs] for k, vs in split.items()}
+
+        return {"train": plain(self.train), "val": plain(self.val), "seconds": list(self.seconds)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "History":
         """Inverse of ``to_dict``."""
-        return cls(train=dict(data.get("train", {})), val=dict(data.get("val", {})), seconds=list(data.get("seconds", [])))
+        def floats(split: dict[str, list[float | None]]) -> dict[str, list[float]]:
+            return {k: [math.nan if v is None else float(v) for v in vs] for k, vs in split.items()}
+
+        return cls(train=floats(data.get("train", {})), val=floats(data.get("val", {})), seconds=list(data.get("seconds", [])))
 
 
 def seed_everything(seed: int = 0) -> torch.Generator:
@@ -147,6 +171,15 @@ def fit(
     from the optimizer and is stepped once per epoch. ``callback(epoch, model, history)`` runs
     after each epoch. ``time_budget`` (seconds) stops training after the batch that exceeds it.
     Returns the ``History`` (extended in place when one is passed in).
+
+    ``seed`` fixes only the order of the batches. The model's initial weights and any randomness in
+    ``loss_fn`` or ``transform`` (the reparameterisation noise, stochastic binarisation) come from
+    torch's global generator, so for two equal runs call ``seed_everything(seed)`` before building the
+    model, and pass ``seed`` too.
+
+    A non-finite loss stops training with ``FloatingPointError``; the model and the optimizer are then
+    put back to the last state known to give a finite loss (a snapshot taken every few dozen batches,
+    so there is no extra wait for the device per batch).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -158,12 +191,13 @@ def fit(
     for name, value in (("num_epochs", num_epochs), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "num_epochs" else 1):
             raise ValueError(f"{name} must be a {'non-negative' if name == 'num_epochs' else 'positive'} int, got {value!r}")
-    if not (isinstance(lr, (int, float)) and lr > 0):
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
-    if clip_grad_norm is not None and not clip_grad_norm > 0:
-        raise ValueError(f"clip_grad_norm must be positive or None, got {clip_grad_norm!r}")
-    if time_budget is not None and not time_budget > 0:
-        raise ValueError(f"time_budget must be a positive number of seconds or None, got {time_budget!r}")
+    _check_positive("lr", lr, "a positive number such as 1e-3")
+    if clip_grad_norm is not None:
+        _check_positive("clip_grad_norm", clip_grad_norm, "a positive number or None")
+    if time_budget is not None:
+        _check_positive("time_budget", time_budget, "a positive number of seconds or None")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise TypeError(f"seed must be an int or None, got {seed!r}")
 
     device = _resolve_device(device)
     model.to(device)
@@ -183,6 +217,10 @@ def fit(
     # one row of ``records`` (batch, term) and are read back only every ``sync_every`` batches.
     names: list[str] = []
     records = torch.empty(0)
+    # Non-finite guard: ``pending`` holds the weights (and optimizer state) of the last sync point,
+    # ``good`` those of the one before. A finite loss at the first batch after a sync point proves its
+    # snapshot good; on a non-finite loss the newest proven snapshot is put back.
+    good = pending = _snapshot(model, optimizer)
 
     for epoch in range(len(history) + 1, len(history) + num_epochs + 1):
         model.train()
@@ -215,7 +253,15 @@ def fit(
             done = b + 1
             out_of_time = time_budget is not None and time.perf_counter() - started > time_budget
             if done % sync_every == 0 or done == n_batches or out_of_time:
-                _raise_if_not_finite(records[checked:done, 0], epoch, checked, lr)
+                bad = _first_not_finite(records[checked:done, 0])
+                if bad is not None:
+                    bar.close()
+                    _restore(model, optimizer, pending if bad > 0 else good)
+                    raise FloatingPointError(
+                        f"the loss became {float(records[checked + bad, 0])} in epoch {epoch}, batch {checked + bad + 1}."
+                        f" The model and optimizer hold the last weights that gave a finite loss. Try a lower"
+                        f" learning rate than {lr:g}, gradient clipping (clip_grad_norm=...), or check the loss for log(0).")
+                good, pending = pending, _snapshot(model, optimizer)
                 checked = done
                 if progress:
                     bar.update(done - bar.n)
@@ -223,14 +269,15 @@ def fit(
             if out_of_time:
                 break
         bar.close()
-        for key, value in zip(names, _epoch_means(records[:done], sizes)):
-            history.train.setdefault(key, []).append(value)
-        if val_x is not None:
-            for key, value in evaluate(model, loss_fn, val_x).items():
-                history.val.setdefault(key, []).append(value)
+        train_means = dict(zip(names, _epoch_means(records[:done], sizes)))
+        val_means = None
+        try:
+            if val_x is not None:
+                val_means = evaluate(model, loss_fn, val_x)
+        finally:  # also when validation is interrupted: the epoch was trained, so it is recorded
+            history.add_epoch(train_means, val_means, time.perf_counter() - t0)
         if sched is not None:
             sched.step()
-        history.seconds.append(time.perf_counter() - t0)
         if callback is not None:
             callback(epoch, model, history)
         if out_of_time:
@@ -253,14 +300,31 @@ def _default_adam(model: nn.Module, lr: float) -> torch.optim.Optimizer:
         return torch.optim.Adam(model.parameters(), lr=lr)
 
 
-def _raise_if_not_finite(losses: torch.Tensor, epoch: int, offset: int, lr: float) -> None:
+def _check_positive(name: str, value: Any, expected: str) -> None:
+    """Refuse bools, non-numbers, NaN, infinity and values <= 0, naming what was expected."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be {expected}, got {value!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+
+
+def _first_not_finite(losses: torch.Tensor) -> int | None:
+    """Index of the first non-finite value of ``losses`` ``(n,)``, or None (one read from the device)."""
     bad = (~torch.isfinite(losses)).nonzero()
-    if bad.numel():
-        batch = offset + int(bad[0, 0]) + 1
-        raise FloatingPointError(
-            f"the loss became {float(losses[int(bad[0, 0])])} in epoch {epoch}, batch {batch}. "
-            f"Try a lower learning rate than {lr:g}, gradient clipping (clip_grad_norm=...), or check the loss for log(0)."
-        )
+    return int(bad[0, 0]) if bad.numel() else None
+
+
+def _snapshot(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Copies of the model's state and the optimizer's state, made on the device (no wait for it)."""
+    weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return weights, copy.deepcopy(optimizer.state_dict())
+
+
+def _restore(model: nn.Module, optimizer: torch.optim.Optimizer, snapshot: tuple[dict[str, torch.Tensor], dict[str, Any]]) -> None:
+    """Put a ``_snapshot`` back into the model and the optimizer."""
+    weights, opt_state = snapshot
+    model.load_state_dict(weights)
+    optimizer.load_state_dict(opt_state)
 
 
 class _NoBar:
@@ -286,26 +350,44 @@ def count_parameters(model: nn.Module) -> int:
 
 def save_checkpoint(path: str | Path, model: nn.Module, *, config: Any = None, history: History | None = None,
                     extra: dict[str, Any] | None = None) -> Path:
-    """Save ``model``'s weights to ``path`` and a JSON of metadata beside it (``path`` + ``.json``), atomically."""
+    """Save ``model``'s weights to ``path`` and a JSON of metadata beside it (``path`` + ``.json``).
+
+    Both files are replaced together or, when anything fails, neither is: the metadata is built and
+    both are written to temporary files before either is renamed. The metadata holds the SHA-256 of
+    the weights file, so ``load_checkpoint`` notices a pair that does not belong together.
+    """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if history is not None and not isinstance(history, History):
+        raise TypeError(f"history must be a vae_helpers.train.History or None, got {type(history).__name__}")
+    if extra is not None and not isinstance(extra, dict):
+        raise TypeError(f"extra must be a dict of JSON values or None, got {type(extra).__name__}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; expected a file path for the checkpoint, such as {path / 'model.pt'}")
     if config is not None and dataclasses.is_dataclass(config):
         config = dataclasses.asdict(config)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    weights = buffer.getvalue()
     meta = {
         "model_class": type(model).__name__,
         "config": config,
         "parameters": count_parameters(model),
-        "shapes": {k: list(v.shape) for k, v in model.state_dict().items()},
+        "shapes": {k: list(v.shape) for k, v in state.items()},
         "history": history.to_dict() if history is not None else None,
         "torch_version": torch.__version__,
         "saved_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "weights_sha256": hashlib.sha256(weights).hexdigest(),
         "extra": extra or {},
     }
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    atomic_write(path, lambda f: torch.save(state, f))
-    atomic_write(_meta_path(path), lambda f: f.write(json.dumps(meta, indent=2).encode()))
+    try:
+        text = json.dumps(meta, indent=2, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"config and extra must hold only JSON values (str, int, float, bool, None, lists, dicts), "
+                        f"not tensors or other objects: {err}. Nothing was written.") from None
+    atomic_write_all({path: lambda f: f.write(weights), _meta_path(path): lambda f: f.write(text.encode())})
     return path
 
 
@@ -314,11 +396,29 @@ def load_checkpoint(path: str | Path, model: nn.Module, map_location: str | torc
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; expected a checkpoint file written by save_checkpoint")
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
+    raw = path.read_bytes()
+    if not raw:
+        raise ValueError(f"{path} is empty (0 bytes): expected a checkpoint written by save_checkpoint; "
+                         "perhaps a copy or a save was interrupted. Save it again")
     meta_file = _meta_path(path)
-    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
-    state = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{meta_file} is not valid JSON ({err}); expected the metadata written by save_checkpoint") from None
+    expected = meta.get("weights_sha256") if isinstance(meta, dict) else None
+    if expected is not None and hashlib.sha256(raw).hexdigest() != expected:
+        raise ValueError(f"{path.name} and {meta_file.name} do not belong together (the weights' SHA-256 differs from "
+                         "the one in the metadata): a save was interrupted or one file was replaced. Save it again")
+    try:
+        state = torch.load(io.BytesIO(raw), map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - truncated, corrupt, or holding pickled code
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path} is not a readable checkpoint ({len(raw)} bytes): expected weights written by "
+                         f"save_checkpoint. PyTorch said: {first}") from err
     if not isinstance(state, dict):
         raise ValueError(f"{path} does not hold a state dict")
     own = model.state_dict()
