@@ -431,3 +431,35 @@ def test_a_second_fetch_waits_for_the_first_and_fetches_nothing(tmp_path, monkey
 def test_load_mnist_flat_must_be_a_bool():
     with pytest.raises(TypeError, match="flat must be True"):
         data.load_mnist("test", limit=2, flat="no")
+
+
+def test_a_full_disk_during_a_download_is_named(tmp_path, monkeypatch):
+    import builtins
+    import errno
+    import gzip
+    import io
+
+    class Response(io.BytesIO):
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    def urlopen(url, timeout):
+        name = url.rsplit("/", 1)[1].removesuffix(".gz")
+        return Response(gzip.compress(REAL[name].read_bytes(), compresslevel=1))
+
+    real_open = builtins.open
+
+    def full_disk_open(file, mode="r", *args, **kwargs):
+        if "w" in mode and str(file).endswith(".part"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(data.urllib.request, "urlopen", urlopen)
+    monkeypatch.setattr(builtins, "open", full_disk_open)
+    with pytest.raises(OSError, match="disk is full"):
+        data.fetch_mnist(tmp_path, sources=["web"])
+    monkeypatch.undo()
+    assert list(tmp_path.iterdir()) == []

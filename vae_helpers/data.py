@@ -23,7 +23,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from ._io import atomic_write
+from ._io import _DISK_FULL, atomic_write
 
 SHA256 = {
     "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
@@ -126,7 +126,11 @@ def _fetch_web(names: list[str], dest_dir: Path, timeout: float = 5.0) -> list[s
                     payload = gzip.decompress(response.read())
                 _install_verified(name, payload, dest_dir)
                 break
-            except Exception:  # noqa: BLE001 - any failure means: try the next mirror
+            except OSError as err:
+                if err.errno in _DISK_FULL:  # no mirror can help: say so instead of "no source worked"
+                    raise
+                continue
+            except Exception:  # noqa: BLE001 - any other failure means: try the next mirror
                 continue
         else:
             missing.append(name)
