@@ -213,8 +213,10 @@ def _exploding_after(calls_before_nan: int):
     return loss
 
 
+@pytest.mark.parametrize("ratio", [0, 10**9])  # a snapshot at every sync point, or only the one at the start
 @pytest.mark.parametrize("nan_from_call", [1, 2, 7, 9, 40])
-def test_a_non_finite_loss_leaves_the_last_finite_weights_in_the_model(nan_from_call):
+def test_a_non_finite_loss_leaves_the_last_finite_weights_in_the_model(nan_from_call, ratio, monkeypatch):
+    monkeypatch.setattr(train, "SNAPSHOT_COST_RATIO", ratio)
     data = regression_problem(n=256)
     torch.manual_seed(0)
     model = nn.Linear(3, 1)
@@ -238,7 +240,10 @@ def test_a_non_finite_loss_leaves_the_last_finite_weights_in_the_model(nan_from_
 
     train.fit(reference, record, data, num_epochs=3, batch_size=8, optimizer=ref_opt, progress=False, seed=5)
     earlier = states[: nan_from_call]  # weights used by the calls before the first NaN one
-    assert any(all(torch.equal(a, b) for a, b in zip(model.parameters(), s)) for s in earlier)
+    matches = [i for i, s in enumerate(earlier) if all(torch.equal(a, b) for a, b in zip(model.parameters(), s))]
+    assert matches, "the model holds weights this run never had before the bad batch"
+    if ratio == 0:  # a snapshot at every sync point (every batch here): the newest weights proven by a finite loss
+        assert matches[-1] == max(nan_from_call - 2, 0)
     # and training can go on from there with the same optimizer
     history = train.fit(model, mse_terms, data, num_epochs=1, batch_size=8, optimizer=optimizer, progress=False)
     assert math.isfinite(history.last("loss"))
