@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ._io import atomic_write_all
+from ._progress import progress_bar
 
 SNAPSHOT_COST_RATIO = 100  # fit snapshots the weights at most once per 100x the time a snapshot takes
 LossFn = Callable[[nn.Module, torch.Tensor], dict[str, torch.Tensor]]
@@ -230,7 +231,7 @@ def fit(
         model.train()
         t0 = time.perf_counter()
         order = torch.randperm(n, generator=generator).to(device)
-        bar = _bar(n_batches, f"epoch {epoch}", progress)
+        bar = progress_bar(n_batches, f"epoch {epoch}", progress)
         sizes: list[int] = []
         checked = 0
         done = 0
@@ -365,22 +366,6 @@ class _Snapshot:
             state = optimizer.state[param]
             for key, value in saved.items():
                 state[key] = self._copy_into(state.get(key), value) if isinstance(value, torch.Tensor) else copy.deepcopy(value)
-
-
-class _NoBar:
-    n = 0
-
-    def update(self, n: int) -> None: ...
-    def set_postfix(self, **kwargs: Any) -> None: ...
-    def close(self) -> None: ...
-
-
-def _bar(total: int, desc: str, enabled: bool):
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="batch", leave=False, mininterval=0.5)
 
 
 def count_parameters(model: nn.Module) -> int:
