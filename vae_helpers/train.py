@@ -68,9 +68,9 @@ class History:
         return values[-1]
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict (strict JSON: NaN, an epoch without a value, becomes None)."""
+        """Plain dict (strict JSON: NaN, an epoch without a value, and any other non-finite value become None)."""
         def plain(split: dict[str, list[float]]) -> dict[str, list[float | None]]:
-            return {k: [None if math.isnan(v) else v for v in vs] for k, vs in split.items()}
+            return {k: [v if math.isfinite(v) else None for v in vs] for k, vs in split.items()}
 
         return {"train": plain(self.train), "val": plain(self.val), "seconds": list(self.seconds)}
 
