@@ -40,14 +40,11 @@ class StudentRun:
 
 @pytest.fixture(scope="session")
 def lab() -> Iterator[labdriver.Lab]:
-    """A JupyterLab server on 127.0.0.1 in throw-away directories, with the student notebooks in its root."""
+    """The learners' JupyterLab (``make lab``) on 127.0.0.1 in throw-away directories, student versions in its root."""
     reason = labdriver.why_not()
     if reason:
         pytest.skip(reason)
-    from vae_helpers.grade import make_student
-
     with labdriver.jupyter_lab(env_extra={"OMP_NUM_THREADS": "1"}, settings=LAB_SETTINGS) as server:
-        make_student([labdriver.REPO / "notebooks" / n for n in labdriver.NOTEBOOKS], server.root)
         yield server
 
 

