@@ -21,6 +21,9 @@ def test_student_route_writes_student_versions_and_never_overwrites_a_learners_w
     student = nbformat.read(written, as_version=4)
     assert "BEGIN SOLUTION" not in json.dumps(student) and "raise NotImplementedError()" in json.dumps(student)
     assert grade.grade_ids(student) == grade.grade_ids(nbformat.read(FIXTURE, as_version=4))
+    from ipykernel.ipkernel import IPythonKernel  # JupyterLab writes this on open: already there, nothing changes
+
+    assert student.metadata["language_info"] == IPythonKernel.language_info
     written.write_text(written.read_text().replace("# YOUR CODE HERE", "# my answer"))
     mine = written.read_bytes()
     assert lab.prepare_student(tmp_path, [FIXTURE])[0].startswith("kept")

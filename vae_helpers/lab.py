@@ -13,6 +13,7 @@ Formgrader and course tools switched off); every route saves widget state into t
 from __future__ import annotations
 
 import argparse
+import copy
 import filecmp
 import os
 import shutil
@@ -54,10 +55,19 @@ def prepare_student(work_dir: Path = WORK_DIR, sources: list[Path] | None = None
         if dest.exists():
             lines.append(f"kept   {dest} (your copy; delete it for a fresh student version)")
             continue
-        text = nbformat.writes(student_version(nbformat.read(src, as_version=4)))
+        nb = student_version(nbformat.read(src, as_version=4))
+        nb.metadata["language_info"] = kernel_language_info()  # what the kernel reports: opening it changes nothing
+        text = nbformat.writes(nb)
         atomic_write(dest, lambda f, text=text: f.write(text.encode("utf-8")))
         lines.append(f"wrote  {dest}")
     return lines
+
+
+def kernel_language_info() -> dict:
+    """The ``language_info`` this Python's ipykernel reports, which JupyterLab writes into a notebook on open."""
+    from ipykernel.ipkernel import IPythonKernel
+
+    return copy.deepcopy(IPythonKernel.language_info)
 
 
 def prepare_solutions(work_dir: Path = WORK_DIR, sources: list[Path] | None = None) -> list[str]:
