@@ -1,8 +1,8 @@
 """Fixtures of the browser suite: one JupyterLab server and one chromium per session, student notebooks run once.
 
-Every test of the suite asks for ``lab``; when chromium or playwright is missing, that fixture skips
-them all with one reason (pytest folds the identical skips into one line). A failing test leaves a
-screenshot of each page it used under ``build/browser/``.
+Each test module starts with ``labdriver.skip_unless_possible()``: without chromium or playwright the
+whole suite is skipped with one reason on one line. A failing test leaves a screenshot of each page
+it used under ``build/browser/``.
 """
 
 from __future__ import annotations
@@ -41,9 +41,6 @@ class StudentRun:
 @pytest.fixture(scope="session")
 def lab() -> Iterator[labdriver.Lab]:
     """The learners' JupyterLab (``make lab``) on 127.0.0.1 in throw-away directories, student versions in its root."""
-    reason = labdriver.why_not()
-    if reason:
-        pytest.skip(reason)
     with labdriver.jupyter_lab(env_extra={"OMP_NUM_THREADS": "1"}, settings=LAB_SETTINGS) as server:
         yield server
 

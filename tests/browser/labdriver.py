@@ -57,6 +57,16 @@ def why_not() -> str | None:
     return None if not missing else "browser suite skipped: " + " and ".join(missing)
 
 
+def skip_unless_possible() -> None:
+    """Skip the calling test module when ``why_not()`` has a reason (every module skips from this one line,
+    so pytest's summary folds the skips of the whole suite into one line)."""
+    reason = why_not()
+    if reason:
+        import pytest
+
+        pytest.skip(reason, allow_module_level=True)
+
+
 # ----------------------------------------------------------------------------- the server
 
 

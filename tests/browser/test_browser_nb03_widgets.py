@@ -10,6 +10,7 @@ import pytest
 
 import labdriver
 
+labdriver.skip_unless_possible()
 pytestmark = pytest.mark.browser
 
 NAME = "03_conv_vae.ipynb"

@@ -8,6 +8,7 @@ import pytest
 
 import labdriver
 
+labdriver.skip_unless_possible()
 pytestmark = pytest.mark.browser
 
 
