@@ -1,4 +1,4 @@
-"""Run the three benchmarks and write ``benchmarks/RESULTS.md`` (``make bench``).
+"""Run the four benchmarks and write ``benchmarks/RESULTS.md`` (``make bench``).
 
     python benchmarks/run_all.py                   # the real run: about an hour on a quiet 2-core CPU
     python benchmarks/run_all.py --minutes 60      # the long quality setting (resumable)
@@ -21,7 +21,7 @@ import _common
 from _common import machine_info
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ("throughput", "quality", "notebooks")
+SCRIPTS = ("throughput", "quality", "notebooks", "grading")
 TRIED = {  # what was done about each target, named next to a miss
     "throughput": (
         "fit batches by index_select from the in-memory tensor under one permutation per epoch (no DataLoader), "
@@ -38,6 +38,8 @@ TRIED = {  # what was done about each target, named next to a miss
         "cosine to 5% over the last 30% of the budget (schedule 'late-cosine'), flows started near the identity "
         "(flow_scale 0.05), and checkpoints so the 60-minute setting can resume."
     ),
+    "grading": ("one sandboxed kernel per submission, --jobs submissions at once with cores/jobs threads each, "
+                "executed notebooks dropped as soon as scored (only scores and messages kept)."),
     "notebooks": ("the notebooks' own fast/full sizes (config.pick); cells that pushed large batches through a model "
                   "at once (notebook 02's prior codes, notebook 04's flow samples) work in chunks."),
 }
@@ -133,6 +135,16 @@ def targets_and_misses(data: dict[str, Any]) -> tuple[list[list[str]], list[str]
             rows.append(["make test <= 10 min", f"{mt['seconds'] / 60:.1f} min (exit {mt['returncode']})",
                          "met" if mt["returncode"] == 0 and mt["seconds"] <= 600 else "MISSED"])
         missed += [f"**Notebooks**: {text}. Tried: {TRIED['notebooks']}" for text in nb["missed"]]
+    gr = data.get("grading")
+    if gr:
+        limit = gr["target_s"] * gr["submissions"] / gr["target_class"]
+        for r in gr["runs"]:
+            ok = r["seconds"] <= limit and r["returncode"] in (0, 1)
+            rows.append([f"grading {gr['submissions']} submissions <= {limit / 60:g} min (--jobs {r['jobs']})",
+                         f"{r['seconds'] / 60:.1f} min, peak {r['peak_mb']:.0f} MB", "met" if ok else "MISSED"])
+            if not ok:
+                missed.append(f"**Grading** (--jobs {r['jobs']}): {r['seconds'] / 60:.1f} min for {gr['submissions']} "
+                              f"submissions. Tried: {TRIED['grading']}")
     return rows, missed
 
 
@@ -141,7 +153,7 @@ def assemble(results: Path, output: Path, runs: dict[str, dict], command: str) -
     from _common import markdown_table
 
     data, sections = {}, {}
-    for name in ("throughput", "notebooks"):
+    for name in ("throughput", "notebooks", "grading"):
         data[name], sections[name] = load(results, name)
     quality = [(d, md) for d, md in map(lambda stem: load(results, stem), quality_names(results)) if d is not None]
     quality.sort(key=lambda dm: (float(dm[0]["args"]["minutes"]), not dm[0]["args"].get("models", "").startswith("vae")))
@@ -169,7 +181,8 @@ def assemble(results: Path, output: Path, runs: dict[str, dict], command: str) -
         lines += ["", "> The machine was busy (load average above half the core count) when at least one "
                       "benchmark started: absolute timings are pessimistic; the alternating repetitions keep ratios fair."]
     titles = {"throughput": "1. Training throughput: the ordinary PyTorch loop against `fit`",
-              "quality": "2. Model quality under a time budget", "notebooks": "3. The series: notebooks and `make test`"}
+              "quality": "2. Model quality under a time budget", "notebooks": "3. The series: notebooks and `make test`",
+              "grading": "4. Grading a class"}
     for name in SCRIPTS:
         lines += ["", f"## {titles[name]}", ""]
         if sections[name] is None:
@@ -212,12 +225,14 @@ def main(argv: list[str] | None = None) -> int:
         script_args = {"throughput": ["--limit", "1280", "--reps", "1", "--threads", "1"],
                        "quality": ["--minutes", "0.05", "--k", "5", "--test-limit", "200", "--train-limit", "2000",
                                    "--checkpoints", str(args.results / "checkpoints")],
-                       "notebooks": ["--modes", "fast"]}
+                       "notebooks": ["--modes", "fast"],
+                       "grading": ["--submissions", "2", "--jobs", "1", "--notebooks", "notebooks/01_autoencoder.ipynb"]}
     else:
         script_args = {"throughput": ["--reps", "5", "--ablation", "--profile", "--thread-study"],
                        "quality": ["--minutes", f"{args.minutes:g}"]
                        + ([] if args.minutes == 5 else ["--name", f"quality-{args.minutes:g}min"]),
-                       "notebooks": ["--modes", "full,fast"] + ([] if args.no_make_test else ["--make-test"])}
+                       "notebooks": ["--modes", "full,fast"] + ([] if args.no_make_test else ["--make-test"]),
+                       "grading": ["--submissions", "30", "--jobs", "1,2"]}
     runs = {}
     if not args.assemble_only:
         for name in chosen:

@@ -113,7 +113,7 @@ def test_a_submission_cannot_read_the_key_or_other_submissions(key: Path, tmp_pa
 @pytest.mark.slow
 def test_a_submission_cannot_write_outside_its_directory_nor_change_the_next_grade(key: Path, tmp_path: Path) -> None:
     package = Path(vae_helpers.__file__).parent
-    targets = [key, package / "checks.py", package / "pwned.py", REPO / "pwned.txt", tmp_path / "pwned.txt",
+    targets = [key, package / "checks" / "__init__.py", package / "pwned.py", REPO / "pwned.txt", tmp_path / "pwned.txt",
                Path("/tmp/pwned.txt"), Path.home() / "pwned.txt"]
     writer = ("import pathlib\nfor t in {targets!r}:\n    try:\n        pathlib.Path(t).write_text('assert True')\n"
               "        print('WROTE', t)\n    except OSError as err:\n        print('refused', t, type(err).__name__)\n"
@@ -124,7 +124,7 @@ def test_a_submission_cannot_write_outside_its_directory_nor_change_the_next_gra
     assert "WROTE" not in outputs(report) and outputs(report).count("refused") == len(targets), outputs(report)
     assert "own dir ok" in outputs(report)
     assert key.read_bytes() == before_key and digest(package) == before_pkg
-    assert not any(Path(t).exists() for t in targets if t not in (key, package / "checks.py"))
+    assert not any(Path(t).exists() for t in targets if t not in (key, package / "checks" / "__init__.py"))
     # Untouched submission graded after it: still 0 (the key's checks were not rewritten).
     blank = submission(key, tmp_path / "alice" / "tiny.ipynb")
     assert run(blank, key).score == 0
@@ -169,6 +169,8 @@ def test_without_bubblewrap_the_grader_refuses_unless_told(key: Path, tmp_path: 
 SILENCERS = {
     "custom exception handler": "get_ipython().set_custom_exc((BaseException,), lambda *a, **k: None)",
     "excepthook and displayhook": "import sys\nsys.excepthook = lambda *a: None",
+    "a replaced CheckFailed handler": ("from vae_helpers.checks import CheckFailed\n"
+                                       "get_ipython().set_custom_exc((CheckFailed,), lambda *a, **k: None)"),
     "a no-op checker": "checks.check_conv_output_size = lambda fn: print('✓ all good')",
     "a patched reference": "import vae_helpers.models\nvae_helpers.models.conv_output_size = lambda *a: 0",
     "a rebound module": "import types\nchecks = types.SimpleNamespace(check_conv_output_size=lambda fn: None)",

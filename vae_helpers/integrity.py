@@ -29,13 +29,13 @@ def fingerprint(names):
     import builtins, importlib, json, math, pkgutil, sys
     import torch, vae_helpers
     for info in pkgutil.iter_modules(vae_helpers.__path__):
-        if not info.name.startswith("_") and info.name not in ("grade", "sandbox", "gradebook", "integrity", "runner", "widgets"):
+        if not info.name.startswith("_") and info.name not in ("grade", "sandbox", "gradebook", "integrity", "runner", "widgets", "lab"):
             importlib.import_module("vae_helpers." + info.name)
     ip = get_ipython()
     def who(obj):
         obj = getattr(obj, "__func__", obj)
         return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', type(obj).__name__)}:{id(obj)}"
-    fp = {"custom_exceptions": repr(ip.custom_exceptions),
+    fp = {"custom_exceptions": repr(ip.custom_exceptions), "custom_tb": who(getattr(ip, "CustomTB", None)),
           "excepthook": who(sys.excepthook), "trace": repr(sys.gettrace()), "profile": repr(sys.getprofile()),
           "input_transformers": [who(t) for t in ip.input_transformers_cleanup + ip.input_transformers_post],
           "ast_transformers": [who(t) for t in ip.ast_transformers],
@@ -52,7 +52,7 @@ def fingerprint(names):
     for name, mod in sorted(sys.modules.items()):
         if name == "vae_helpers" or name.startswith("vae_helpers."):
             for attr, obj in sorted(vars(mod).items()):
-                if callable(obj) and getattr(obj, "__module__", "") == name:
+                if callable(obj) and str(getattr(obj, "__module__", "")).startswith("vae_helpers"):
                     code = getattr(obj, "__code__", None)
                     methods = sorted(f"{k}:{id(v)}" for k, v in vars(obj).items() if callable(v)) if isinstance(obj, type) else []
                     fp["modules"][f"{name}.{attr}"] = [id(obj), id(code), methods]
