@@ -80,6 +80,10 @@ def test_gradebook_and_feedback_from_reports(tmp_path: Path) -> None:
     assert "added between" not in page  # flags are for the teacher
     with pytest.raises(ValueError, match="jobs must be a positive int"):
         gradebook.grade_class([FIXTURE], jobs=0)
+    with pytest.raises(ValueError, match="Limits.budget_s must be a positive number"):
+        grade.Limits(budget_s=0)
+    with pytest.raises(ValueError, match="Limits.memory_bytes"):
+        grade.Limits(memory_bytes=-1)
 
 
 # ----------------------------------------------------------------------------- static flags
