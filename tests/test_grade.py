@@ -15,9 +15,12 @@ import nbformat
 import pytest
 from nbgrader.nbgraderformat import MetadataValidator
 
-from vae_helpers import grade
+from vae_helpers import grade, sandbox
 
 REPO = Path(__file__).resolve().parent.parent
+# Grading runs submissions in bubblewrap; without it the grader refuses (tests/test_grade_isolation.py checks that).
+sandboxed = pytest.mark.skipif(sandbox.isolation_problem() is not None,
+                               reason=f"grading needs a sandbox: {sandbox.isolation_problem()}")
 FIXTURES = REPO / "tests" / "fixtures"
 FIXTURE = FIXTURES / "fixture_exercises.ipynb"
 REAL = [p for p in sorted((REPO / "notebooks").glob("*.ipynb")) if grade.exercises(nbformat.read(p, as_version=4))]
@@ -96,6 +99,7 @@ def solution_report(request: pytest.FixtureRequest) -> grade.Report:
     return grade.grade_submission(request.param, source=request.param)
 
 
+@sandboxed
 @pytest.mark.slow
 def test_solution_version_gets_full_marks(solution_report: grade.Report) -> None:
     assert solution_report.status == "graded", solution_report.message
@@ -105,6 +109,7 @@ def test_solution_version_gets_full_marks(solution_report: grade.Report) -> None
     assert not solution_report.warnings
 
 
+@sandboxed
 @pytest.mark.slow
 @pytest.mark.parametrize("path", TRIO, ids=lambda p: p.name)
 def test_one_solved_exercise_gets_its_points_only(path: Path, tmp_path: Path) -> None:
@@ -119,6 +124,7 @@ def test_one_solved_exercise_gets_its_points_only(path: Path, tmp_path: Path) ->
     assert all(e.status == "failed" for gid, e in results.items() if gid != solved and e.status != "needs manual grading")
 
 
+@sandboxed
 @pytest.mark.slow
 def test_score_table_and_json_report(solution_report: grade.Report) -> None:
     text = grade.format_report(solution_report)
@@ -174,6 +180,7 @@ def test_prepare_warns_about_moved_duplicated_and_deleted_cells(student_fixture:
     assert any("lacks the solution cells ['fx-sq']" in w for w in warnings)
 
 
+@sandboxed
 @pytest.mark.slow
 def test_hidden_tests_count_and_edited_or_deleted_cells_do_not_help(student_fixture: nbformat.NotebookNode, tmp_path: Path) -> None:
     sub = copy.deepcopy(student_fixture)
@@ -248,6 +255,7 @@ LOOP_SOURCE = [  # a source notebook that imports nothing, so its kernel starts 
 ]
 
 
+@sandboxed
 @pytest.mark.slow
 def test_a_submission_that_loops_forever_is_stopped(tmp_path: Path) -> None:
     source = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(src, metadata=meta) for src, meta in LOOP_SOURCE])
@@ -264,6 +272,7 @@ def test_a_submission_that_loops_forever_is_stopped(tmp_path: Path) -> None:
     assert report.score == 2 and any("did not finish" in w for w in report.warnings)
 
 
+@sandboxed
 def test_command_line_json_for_bad_submissions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "junk.ipynb").write_text("not json")
     nbformat.write(nbformat.v4.new_notebook(), tmp_path / "empty.ipynb")
