@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import threads
 from ._io import atomic_write
 
 LossFn = Callable[[nn.Module, torch.Tensor], dict[str, torch.Tensor]]
@@ -183,6 +184,7 @@ def fit(
     # one row of ``records`` (batch, term) and are read back only every ``sync_every`` batches.
     names: list[str] = []
     records = torch.empty(0)
+    tuner = threads.tuner_for(device)  # CPU thread count: the policy of vae_helpers.threads
 
     for epoch in range(len(history) + 1, len(history) + num_epochs + 1):
         model.train()
@@ -193,6 +195,7 @@ def fit(
         checked = 0
         done = 0
         for b in range(n_batches):
+            tuner.tick(first=b == 0)
             xb = train_x.index_select(0, order[b * batch_size : (b + 1) * batch_size])
             if transform is not None:
                 xb = transform(xb)
@@ -235,6 +238,7 @@ def fit(
             callback(epoch, model, history)
         if out_of_time:
             break
+    tuner.close()
     model.eval()
     return history
 
