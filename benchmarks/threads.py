@@ -140,7 +140,8 @@ def summarise(runs: list[dict[str, Any]], policies: list[str], levels: list[int]
         torch_quiet = medians.get(("torch", 0))
         counts = sorted({n for r in own for n in r["threads"]})
         rows.append([policy, busy, fmt(seconds, 2), f"{min(reps):.2f}-{max(reps):.2f}",
-                     f"{seconds / quiet:.2f}x" if quiet else "-", f"{seconds / torch_quiet:.2f}x" if torch_quiet else "-",
+                     f"{seconds / quiet:.2f}x" if quiet else "-",
+                     f"{seconds / torch_quiet:.2f}x" if torch_quiet else "-",
                      ", ".join(map(str, counts)) or "-", fmt(median([r["load_at_start"] for r in own]), 2)])
     return rows, medians
 

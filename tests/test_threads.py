@@ -298,7 +298,8 @@ def test_benchmark_targets_follow_the_medians():
 def test_benchmark_quiet_target_is_ten_percent():
     bench = load_script("threads")
     for auto_quiet, state in ((2.86, "met"), (2.87, "MISSED")):  # torch 2.6 s: the line lies at 2.86 s
-        _, medians = bench.summarise(fake_runs({("auto", 0): [auto_quiet], ("torch", 0): [2.6]}), ["auto", "torch"], [0])
+        runs = fake_runs({("auto", 0): [auto_quiet], ("torch", 0): [2.6]})
+        _, medians = bench.summarise(runs, ["auto", "torch"], [0])
         rows, _ = bench.targets(medians, [])
         assert len(rows) == 1 and rows[0][2] == state and "1.10x torch" in rows[0][0]
 

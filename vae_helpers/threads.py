@@ -108,9 +108,10 @@ class ThreadTuner:
     """Times batches at the current thread count and a neighbouring one and keeps the faster (see the module doc).
 
     Call ``tick(first=...)`` at the start of every batch (``first=True`` for the first batch of an epoch,
-    so the time between epochs is not counted) and ``close()`` after the last. ``clock`` and ``set_threads``
-    are injectable for tests; ``remember(count)`` is told the final choice. ``log`` holds one ``(incumbent, per-batch s, candidate, per-batch s, kept)``
-    tuple per probe (the candidate's seconds are a lower bound when it stopped early).
+    so the time between epochs is not counted) and ``close()`` after the last. It uses 1..``ceiling``
+    threads, starting at ``start``. ``clock`` and ``set_threads`` are injectable for tests;
+    ``remember(count)`` is told the final choice. ``log`` holds one ``(incumbent, per-batch s, candidate,
+    per-batch s, kept)`` tuple per probe (the candidate's seconds are a lower bound when it stopped early).
     """
 
     def __init__(self, start: int, ceiling: int, *, set_threads: Callable[[int], None] = _set,
@@ -193,8 +194,6 @@ class ThreadTuner:
 
 class _NoTuner:
     """Stands in for ``ThreadTuner`` where nothing is tuned."""
-
-    log: list = []
 
     def tick(self, first: bool = False) -> None: ...
     def close(self) -> None: ...
