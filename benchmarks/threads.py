@@ -178,7 +178,7 @@ def targets(medians: dict, notebook: list[dict[str, Any]]) -> tuple[list[list[st
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help="about 5 minutes: --limit 20000 --epochs 3 --reps 1 --busy 0,1 --notebook fast")
+                        help="about 5 minutes: --limit 20000 --epochs 3 --reps 1 --busy 0,1 --cap 60 --notebook fast")
     parser.add_argument("--reps", type=int, default=3, help="fresh processes per policy and busy level")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per process (its epoch time is their median)")
     parser.add_argument("--limit", type=int, default=None, help="train on the first N images (default: all 60 000)")
@@ -194,7 +194,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
-        args.limit, args.epochs, args.reps, args.busy, args.notebook = 20000, 3, 1, "0,1", "fast"
+        args.limit, args.epochs, args.reps, args.busy, args.cap, args.notebook = 20000, 3, 1, "0,1", 60.0, "fast"
     if args.reps < 1 or args.epochs < 1 or args.cap <= 0:
         parser.error("--reps and --epochs must be at least 1 and --cap positive")
     try:
