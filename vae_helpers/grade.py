@@ -231,7 +231,7 @@ def run_submission(nb: nbformat.NotebookNode, submitted: str, limits: Limits, fa
     checks = {i for i, c in enumerate(nb.cells) if is_check_cell(c)}
     env = {"VAE_FAST": "1" if fast else "0"}
     if limits.threads:
-        env.update(OMP_NUM_THREADS=str(limits.threads), MKL_NUM_THREADS=str(limits.threads))
+        env.update(OMP_NUM_THREADS=str(limits.threads), MKL_NUM_THREADS=str(limits.threads), VAE_THREADS=str(limits.threads))
     start = time.monotonic()
     run, info = copy.deepcopy(nb), RunInfo()
     for _ in range(MAX_RESTARTS + 1):
