@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 from typing import Any
 
 import nbformat
@@ -123,21 +124,25 @@ def helper_aliases(nb: nbformat.NotebookNode) -> dict[str, str]:
     return found
 
 
-def uses_reference(source: str, aliases: dict[str, str]) -> str | None:
-    """Why a solution cell's code looks like it uses the ``vae_helpers`` reference (None if it does not)."""
+def uses_reference(source: str, aliases: dict[str, str]) -> set[str]:
+    """Why a cell's code looks like it uses the ``vae_helpers`` reference (empty when it does not)."""
     tree = _code(source)
-    if tree is None:
-        return None
-    for node in ast.walk(tree):
+    found: set[str] = set()
+    for node in ast.walk(tree) if tree is not None else []:
         if isinstance(node, ast.Import) and any(a.name.split(".")[0] == "vae_helpers" for a in node.names):
-            return "imports vae_helpers"
-        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "vae_helpers":
-            return f"imports from {node.module}"
-        if isinstance(node, ast.Name) and node.id in aliases and aliases[node.id] != "vae_helpers.config":
-            return f"uses {aliases[node.id]} (as {node.id})"
-        if isinstance(node, ast.Name) and node.id in ("__import__", "importlib", "exec", "eval", "globals"):
-            return f"uses {node.id} (dynamic code or import)"
-    return None
+            found.add("imports vae_helpers")
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "vae_helpers":
+            found.add(f"imports from {node.module}")
+        elif isinstance(node, ast.Name) and node.id in aliases and aliases[node.id] != "vae_helpers.config":
+            found.add(f"uses {aliases[node.id]} (as {node.id})")
+        elif isinstance(node, ast.Name) and node.id in ("__import__", "importlib", "exec", "eval", "globals"):
+            found.add(f"uses {node.id} (dynamic code or import)")
+    return found
+
+
+def _handed_out(source: str) -> str:
+    """A solution cell as the student version has it (the solution region removed)."""
+    return re.sub(r"### BEGIN SOLUTION.*?### END SOLUTION", "", source, flags=re.S)
 
 
 def static_flags(sub: nbformat.NotebookNode, src: nbformat.NotebookNode) -> list[str]:
@@ -148,12 +153,14 @@ def static_flags(sub: nbformat.NotebookNode, src: nbformat.NotebookNode) -> list
     if marked:
         flags.append(f"solution markers or hidden tests in {marked[:6]}: an instructor version was handed in")
     aliases = helper_aliases(src)
+    given = {_meta(c).get("grade_id"): uses_reference(_handed_out(c.source), aliases) for c in src.cells
+             if _meta(c).get("solution") and c.cell_type == "code"}
     for cell in sub.cells:
         meta = _meta(cell)
         if meta.get("solution") and cell.cell_type == "code":
-            why = uses_reference(cell.source, aliases)
+            why = sorted(uses_reference(cell.source, aliases) - given.get(meta.get("grade_id"), set()))
             if why:
-                flags.append(f"solution cell {meta.get('grade_id')} {why}: check it uses no reference implementation")
+                flags.append(f"solution cell {meta.get('grade_id')} {', '.join(why)}: check it uses no reference implementation")
     src_ids = {c.get("id") for c in src.cells} - {None}
     checks = {_meta(c)["grade_id"] for c in src.cells if _meta(c).get("grade") and not _meta(c).get("solution")}
     open_exercise = None  # the solution cell whose check cell has not come yet
