@@ -28,7 +28,7 @@ def check_conv_output_size(fn: Callable[[int, int, int, int], int]) -> None:
         out = call_learner(fn, size, k, s, p, name="conv_output_size")
         if isinstance(out, float) and out != int(out):
             raise CheckFailed(f"conv_output_size({size}, {k}, {s}, {p}) returned {out}, a fraction: a layer cannot "
-                                 "output part of a pixel. Round down with floor division // (not /)")
+                              "output part of a pixel. Round down with floor division // (not /)")
         if isinstance(out, torch.Tensor) and out.numel() == 1:
             out = out.item()
         if isinstance(out, bool) or not isinstance(out, (int, float)) and not hasattr(out, "__index__"):
@@ -62,7 +62,7 @@ def check_conv_output_size(fn: Callable[[int, int, int, int], int]) -> None:
         i = next(j for j, (a, b) in enumerate(zip(got, expected)) if a != b)
         size, k, s, p = _CONV_CASES[i]
         raise CheckFailed(f"conv_output_size(size={size}, kernel_size={k}, stride={s}, padding={p}) returned {got[i]}, "
-                             f"but nn.Conv2d gives {expected[i]}. Use (size + 2*padding - kernel_size) // stride + 1")
+                          f"but nn.Conv2d gives {expected[i]}. Use (size + 2*padding - kernel_size) // stride + 1")
     ok(f"conv_output_size agrees with nn.Conv2d on {len(_CONV_CASES)} layer settings")
 
 
@@ -97,8 +97,8 @@ def check_conv_decode(fn: Callable[[Any, torch.Tensor], torch.Tensor]) -> None:
                     if "shape" not in str(err) and "size" not in str(err):
                         raise
                     raise CheckFailed(f"{err}. Hint: reshape the dense output with the batch size of z and the model's "
-                                         f"own sizes, h.view(z.shape[0], C, s, s) with C = model.config.channels[-1] "
-                                         f"and s = model.config.feature_size (here {C} and {s}); do not hard-code 64 or 14") from err.__cause__
+                                      f"own sizes, h.view(z.shape[0], C, s, s) with C = model.config.channels[-1] "
+                                      f"and s = model.config.feature_size (here {C} and {s}); do not hard-code 64 or 14") from err.__cause__
                 expected = model.decode(z)
                 h = model.from_z(z)
                 channels_last = model.decoder(h.view(batch, s, s, C).permute(0, 3, 1, 2))
@@ -141,10 +141,10 @@ def check_interpolate_latents(fn: Callable[[torch.Tensor, torch.Tensor, int], to
         out = call_learner(fn, z_start.clone(), z_end.clone(), n, name="interpolate_latents")
         if isinstance(out, torch.Tensor) and tuple(out.shape) == (dim, n) and dim != n:
             raise CheckFailed(f"interpolate_latents returned shape {(dim, n)}, expected {(n, dim)}: one row per step "
-                                 "(num_steps, D); transpose, or build t as a column t[:, None]")
+                              "(num_steps, D); transpose, or build t as a column t[:, None]")
         if isinstance(out, torch.Tensor) and out.dim() == 2 and out.shape[1] == dim and out.shape[0] != n:
             raise CheckFailed(f"interpolate_latents returned {out.shape[0]} steps, expected num_steps = {n}, "
-                                 "both ends included: torch.linspace(0, 1, num_steps)")
+                              "both ends included: torch.linspace(0, 1, num_steps)")
         out = expect_tensor(out, (n, dim), "interpolate_latents", hint="Return one row per step: (num_steps, D).")
         t = torch.linspace(0.0, 1.0, n)[:, None]
         expected = torch.lerp(z_start, z_end, t)

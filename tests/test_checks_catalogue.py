@@ -1,0 +1,246 @@
+"""The catalogue of every checker: cheats and unstable answers it must reject, valid variants it must accept.
+
+Together with the tables of typical mistakes in ``test_checks_{ae,vae,conv,flows}.py`` (wrong sign, sum
+vs mean, variance vs log-variance, missing constants, wrong shapes, ...), this is each checker's written
+catalogue. Every row below is one test. The categories:
+
+- cheat: the answer calls the ``vae_helpers`` reference of its own exercise (message: "your answer
+  calls vae_helpers.<ref>; write it yourself"), or delegates to the method it was asked to write;
+- noise: noise of the wrong shape or correlation (reparameterisation);
+- unstable: a formula that is right on paper but breaks at extreme inputs (logits ±100, log-weights
+  near -700, softplus of 100);
+- valid: a correct answer written another way, which must pass.
+
+Known limits (accepted on purpose): an answer that copies the reference's source code passes; the KL
+checker stays at |logvar| <= 6, where torch.distributions' float32 KL is exact.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.distributions import Independent, Normal, kl_divergence
+
+from vae_helpers import checks, flows, losses, models, train
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def row(checker: str, kind: str, what: str, fn: Callable[..., Any], match: str | None = None) -> Any:
+    """One catalogue entry: ``match`` is the message a rejected answer must get (None: must pass)."""
+    return pytest.param(checker, fn, match, id=f"{checker}-{kind}-{what}")
+
+
+# ----------------------------------------------------------------------------- notebook 01
+
+
+def _ae_via_reference(x, l1, l2, l3, l4):
+    model = models.Autoencoder(models.AEConfig(input_dim=l1.in_features, hidden_dim=l1.out_features,
+                                               latent_dim=l2.out_features))
+    model.encoder.net[0], model.encoder.net[2], model.decoder.net[0], model.decoder.net[2] = l1, l2, l3, l4
+    return model.encode(x), model(x)
+
+
+def _ae_functional(x, l1, l2, l3, l4):
+    z = F.linear(F.elu(F.linear(x, l1.weight, l1.bias)), l2.weight, l2.bias)
+    return z, torch.sigmoid(F.linear(F.elu(F.linear(z, l3.weight, l3.bias)), l4.weight, l4.bias))
+
+
+def _ae_sequential(x, l1, l2, l3, l4):
+    encoder, decoder = nn.Sequential(l1, nn.ELU(), l2), nn.Sequential(l3, nn.ELU(), l4, nn.Sigmoid())
+    z = encoder(x)
+    return z, decoder(z)
+
+
+def _naive_bce(x, logits):
+    p = torch.sigmoid(logits)
+    return -(x * torch.log(p) + (1 - x) * torch.log(1 - p)).sum(1).mean()
+
+
+def _step_with_model_zero_grad(model, optimizer, x, loss_fn):
+    model.zero_grad()
+    loss = loss_fn(model, x)["loss"]
+    torch.autograd.backward(loss)
+    optimizer.step()
+    return float(loss.detach())
+
+
+def _step_via_fit(model, optimizer, x, loss_fn):
+    history = train.fit(model, loss_fn, x, num_epochs=1, batch_size=len(x), optimizer=optimizer, progress=False)
+    return history.last()
+
+
+# ----------------------------------------------------------------------------- notebook 02
+
+
+def _eps_per_row(mu, logvar):
+    return mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape[0], 1)  # one eps per example, shared by the dims
+
+
+def _eps_correlated_dims(mu, logvar):
+    eps = torch.randn_like(mu)
+    return mu + torch.exp(0.5 * logvar) * (eps + eps.roll(1, dims=1)) / math.sqrt(2)  # unit variance, correlation 0.5
+
+
+def _eps_antithetic(mu, logvar):
+    half = torch.randn((mu.shape[0] + 1) // 2, mu.shape[1])
+    return mu + torch.exp(0.5 * logvar) * torch.cat([half, -half])[: mu.shape[0]]  # second half mirrors the first
+
+
+def _elbo_mc_kl(model, x):
+    mu, logvar = model.encode(x)
+    std = torch.exp(0.5 * logvar)
+    z = mu + std * torch.randn_like(mu)
+    kl = Normal(mu, std).log_prob(z).sum(-1) - Normal(0.0, 1.0).log_prob(z).sum(-1)  # unbiased Monte Carlo KL
+    return (-model.log_likelihood(x, z) + kl).mean()
+
+
+def _elbo_distributions(model, x):
+    mu, logvar = model.encode(x)
+    q = Normal(mu, torch.exp(0.5 * logvar))
+    kl = kl_divergence(q, Normal(torch.zeros_like(mu), torch.ones_like(mu))).sum(-1)
+    return (kl - model.log_likelihood(x, q.rsample())).mean()
+
+
+def _iwae_max_shift(model, x, k):
+    log_w = model.log_importance_weights(x, k)
+    top = log_w.max(0).values
+    return top + torch.log(torch.exp(log_w - top).mean(0))
+
+
+# ----------------------------------------------------------------------------- notebook 03
+
+
+def _decode_unflatten(model, z):
+    c = model.config
+    return model.decoder(model.from_z(z).unflatten(1, (c.channels[-1], c.feature_size, c.feature_size)))
+
+
+# ----------------------------------------------------------------------------- notebook 04
+
+
+def _planar_slogdet(z, u, w, b):
+    h = torch.tanh(z @ w + b)  # (B,)
+    psi = (1 - h**2)[:, None] * w  # (B, D)
+    jacobian = torch.eye(z.shape[1]) + u[None, :, None] * psi[:, None, :]  # I + u ψᵀ, (B, D, D)
+    return z + u * h[:, None], torch.linalg.slogdet(jacobian).logabsdet
+
+
+def _constrain(softplus: Callable[[torch.Tensor], torch.Tensor]) -> Callable[..., torch.Tensor]:
+    def constrain_u(u, w):
+        wu = (w * u).sum(-1, keepdim=True)
+        return u + (-1 + softplus(wu) - wu) * w / (w * w).sum(-1, keepdim=True)
+    return constrain_u
+
+
+def _free_energy_losses(log_px, z0, zK, mu, logvar, log_dets):
+    return (losses.gaussian_log_likelihood(z0, mu, logvar) - log_dets.sum(-1)
+            - losses.standard_normal_log_density(zK) - log_px)
+
+
+CATALOGUE = [
+    # notebook 01
+    row("autoencoder_forward", "cheat", "builds models.Autoencoder", _ae_via_reference,
+        r"calls vae_helpers.models.Autoencoder.(encode|forward); write it yourself"),
+    row("autoencoder_forward", "valid", "F.linear with the weights", _ae_functional),
+    row("autoencoder_forward", "valid", "nn.Sequential of the layers", _ae_sequential),
+    row("squared_error_loss", "cheat", "losses.squared_error", lambda x, x_hat: losses.squared_error(x, x_hat).mean(),
+        r"calls vae_helpers.losses.squared_error; write it yourself"),
+    row("squared_error_loss", "valid", "F.mse_loss sum / batch", lambda x, x_hat: F.mse_loss(x_hat, x, reduction="sum") / len(x)),
+    row("squared_error_loss", "valid", "einsum", lambda x, x_hat: torch.einsum("bi,bi->b", x - x_hat, x - x_hat).mean()),
+    row("cross_entropy_loss", "cheat", "losses.bernoulli_log_likelihood",
+        lambda x, logits: -losses.bernoulli_log_likelihood(x, logits).mean(), r"calls vae_helpers.losses.bernoulli_log_likelihood"),
+    row("cross_entropy_loss", "unstable", "log(sigmoid) at logits ±100", _naive_bce, "breaks for large ones"),
+    row("cross_entropy_loss", "unstable", "clamped log", lambda x, l: -(x * torch.log(torch.sigmoid(l).clamp(1e-7, 1 - 1e-7))
+        + (1 - x) * torch.log(1 - torch.sigmoid(l).clamp(1e-7, 1 - 1e-7))).sum(1).mean(), "breaks for large ones"),
+    row("cross_entropy_loss", "unstable", "F.binary_cross_entropy of sigmoid",
+        lambda x, l: F.binary_cross_entropy(torch.sigmoid(l), x, reduction="sum") / len(x), "breaks for large ones"),
+    row("cross_entropy_loss", "valid", "logsigmoid", lambda x, l: -(x * F.logsigmoid(l) + (1 - x) * F.logsigmoid(-l)).sum(1).mean()),
+    row("cross_entropy_loss", "valid", "softplus", lambda x, l: (F.softplus(l) - x * l).sum(-1).mean()),
+    row("cross_entropy_loss", "valid", "nn.BCEWithLogitsLoss", lambda x, l: nn.BCEWithLogitsLoss(reduction="sum")(l, x) / x.shape[0]),
+    row("training_step", "cheat", "train.fit", _step_via_fit, r"calls vae_helpers.train.fit; write it yourself"),
+    row("training_step", "valid", "model.zero_grad and autograd.backward", _step_with_model_zero_grad),
+    # notebook 02
+    row("gaussian_kl", "cheat", "losses.gaussian_kl", losses.gaussian_kl, r"calls vae_helpers.losses.gaussian_kl; write it yourself"),
+    row("gaussian_kl", "cheat", "losses.gaussian_kl_per_dim", lambda mu, lv: losses.gaussian_kl_per_dim(mu, lv).sum(-1),
+        r"calls vae_helpers.losses.gaussian_kl_per_dim"),
+    row("gaussian_kl", "valid", "torch.distributions", lambda mu, lv: kl_divergence(Normal(mu, (0.5 * lv).exp()), Normal(0.0, 1.0)).sum(-1)),
+    row("gaussian_kl", "valid", "rearranged", lambda mu, lv: 0.5 * (mu * mu + lv.exp() - 1 - lv).sum(dim=1)),
+    row("gaussian_log_likelihood", "cheat", "losses.gaussian_log_likelihood", lambda x, mu, lv: losses.gaussian_log_likelihood(x, mu, lv),
+        r"calls vae_helpers.losses.gaussian_log_likelihood"),
+    row("gaussian_log_likelihood", "valid", "Independent(Normal)", lambda x, mu, lv: Independent(Normal(mu, (0.5 * lv).exp()), 1).log_prob(x)),
+    row("reparameterize", "cheat", "models.reparameterize", lambda mu, lv: models.reparameterize(mu, lv),
+        r"calls vae_helpers.models.reparameterize; write it yourself"),
+    row("reparameterize", "noise", "one eps per row shared across dims", _eps_per_row, "latent dimensions share their noise"),
+    row("reparameterize", "noise", "correlated dims", _eps_correlated_dims, "latent dimensions share their noise"),
+    row("reparameterize", "noise", "antithetic halves", _eps_antithetic, "share or mirror their noise"),
+    row("reparameterize", "noise", "one eps per dim shared across rows", lambda mu, lv: mu + (0.5 * lv).exp() * torch.randn(mu.shape[1]),
+        "every example got the same eps"),
+    row("reparameterize", "valid", "rsample", lambda mu, lv: Normal(mu, torch.exp(lv / 2)).rsample()),
+    row("reparameterize", "valid", "randn(shape)", lambda mu, lv: torch.randn(mu.shape) * lv.mul(0.5).exp() + mu),
+    row("negative_elbo", "cheat", "losses.vae_loss", lambda m, x: losses.vae_loss(m, x)["loss"], r"calls vae_helpers.losses.vae_loss"),
+    row("negative_elbo", "valid", "Monte Carlo KL", _elbo_mc_kl),
+    row("negative_elbo", "valid", "torch.distributions", _elbo_distributions),
+    row("iwae_estimate", "cheat", "losses.iwae_bound", lambda m, x, k: losses.iwae_bound(m, x, k), r"calls vae_helpers.losses.iwae_bound"),
+    row("iwae_estimate", "unstable", "log-sum-exp without the max", lambda m, x, k: torch.log(torch.exp(m.log_importance_weights(x, k)).mean(0)),
+        "use torch.logsumexp"),
+    row("iwae_estimate", "valid", "max shift by hand", _iwae_max_shift),
+    row("iwae_estimate", "valid", "logsumexp of log_w - log k", lambda m, x, k: torch.logsumexp(m.log_importance_weights(x, k) - math.log(k), 0)),
+    # notebook 03
+    row("conv_output_size", "cheat", "models.conv_output_size", lambda n, k, s, p: models.conv_output_size(n, k, s, p),
+        r"calls vae_helpers.models.conv_output_size"),
+    row("conv_output_size", "valid", "math.floor", lambda n, k, s, p: math.floor((n + 2 * p - k) / s) + 1),
+    row("conv_output_size", "valid", "len(range)", lambda n, k, s, p: len(range(0, n + 2 * p - k + 1, s))),
+    row("conv_output_size", "valid", "a dummy nn.Conv2d", lambda n, k, s, p: nn.Conv2d(1, 1, k, s, p)(torch.zeros(1, 1, n, n)).shape[-1]),
+    row("conv_decode", "cheat", "model.decode", lambda m, z: m.decode(z), "calls model.decode, the method this exercise asks you to write"),
+    row("conv_decode", "cheat", "ConvVAE.decode on the class", lambda m, z: models.ConvVAE.decode(m, z), "calls model.decode"),
+    row("conv_decode", "cheat", "logit of model.mean_image", lambda m, z: torch.logit(m.mean_image(z)), "calls model.decode"),
+    row("conv_decode", "valid", "unflatten", _decode_unflatten),
+    row("interpolate_latents", "cheat", "models.interpolate_latents", lambda a, b, n: models.interpolate_latents(a, b, n),
+        r"calls vae_helpers.models.interpolate_latents"),
+    row("interpolate_latents", "valid", "start + t (end - start)", lambda a, b, n: a + torch.linspace(0, 1, n)[:, None] * (b - a)),
+    # notebook 04
+    row("planar_transform", "cheat", "flows.planar_transform", lambda z, u, w, b: flows.planar_transform(z, u, w, b),
+        r"calls vae_helpers.flows.planar_transform"),
+    row("planar_transform", "valid", "slogdet of I + u psi^T", _planar_slogdet),
+    row("constrain_u", "cheat", "flows.constrain_u", lambda u, w: flows.constrain_u(u, w), r"calls vae_helpers.flows.constrain_u"),
+    row("constrain_u", "unstable", "log(1 + exp(x)) at wᵀu = 100", _constrain(lambda x: torch.log(1 + torch.exp(x))), "use F.softplus"),
+    row("constrain_u", "unstable", "log1p(exp(x)) at wᵀu = 100", _constrain(lambda x: torch.log1p(torch.exp(x))), "use F.softplus"),
+    row("constrain_u", "valid", "logaddexp(0, x)", _constrain(lambda x: torch.logaddexp(torch.zeros_like(x), x))),
+    row("constrain_u", "valid", "nn.Softplus", _constrain(nn.Softplus())),
+    row("flow_free_energy", "cheat", "flows.flow_free_energy", lambda *a: flows.flow_free_energy(*a), r"calls vae_helpers.flows.flow_free_energy"),
+    row("flow_free_energy", "valid", "the notebook-02 densities from vae_helpers.losses", _free_energy_losses),
+    row("flow_free_energy", "valid", "torch.distributions", lambda log_px, z0, zK, mu, lv, ld: Normal(mu, (0.5 * lv).exp()).log_prob(z0).sum(-1)
+        - ld.sum(-1) - Normal(0.0, 1.0).log_prob(zK).sum(-1) - log_px),
+]
+
+
+@pytest.mark.parametrize("checker, fn, match", CATALOGUE)
+def test_catalogue(checker: str, fn: Callable[..., Any], match: str | None, capsys: pytest.CaptureFixture[str]) -> None:
+    check = getattr(checks, f"check_{checker}")
+    if match is None:
+        check(fn)
+        assert capsys.readouterr().out.startswith("✓")
+    else:
+        with pytest.raises(checks.CheckFailed, match=match):
+            check(fn)
+
+
+def test_every_checker_has_a_cheat_and_a_valid_variant_in_the_catalogue() -> None:
+    kinds: dict[str, set[str]] = {}
+    for param in CATALOGUE:
+        checker, kind = param.id.split("-")[:2]
+        kinds.setdefault(checker, set()).add(kind)
+    all_checkers = {name.removeprefix("check_") for name in checks.__all__ if name.startswith("check_")}
+    assert set(kinds) == all_checkers
+    assert all({"cheat", "valid"} <= found or name == "training_step" and "cheat" in found for name, found in kinds.items()), kinds
+
+
+def test_a_refused_reference_is_allowed_again_after_its_checker() -> None:
+    checks.check_gaussian_kl(lambda mu, lv: 0.5 * (mu * mu + lv.exp() - 1 - lv).sum(-1))
+    assert checks.call_learner(losses.gaussian_kl, torch.zeros(2, 3), torch.zeros(2, 3)).shape == (2,)
