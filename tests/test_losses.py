@@ -220,3 +220,17 @@ def test_iwae_bound_is_computed_in_chunks_and_restores_training_mode():
 def test_bad_inputs_raise_clear_errors(call, error):
     with pytest.raises(error):
         call()
+
+
+def test_iwae_bound_progress_bar_counts_every_input_and_changes_nothing(capsys):
+    from vae_helpers.models import VAE, VAEConfig
+
+    torch.manual_seed(0)
+    model, x = VAE(VAEConfig(latent_dim=2, hidden_dim=8)), torch.rand(7, 784)
+    torch.manual_seed(1)
+    quiet = losses.iwae_bound(model, x, k=5, batch_size=3)
+    torch.manual_seed(1)
+    shown = losses.iwae_bound(model, x, k=5, batch_size=3, progress=True)
+    assert torch.equal(quiet, shown)
+    err = capsys.readouterr().err
+    assert "IWAE bound, k = 5" in err and "/7 " in err  # a bar over the 7 inputs

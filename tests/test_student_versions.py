@@ -95,3 +95,15 @@ def test_untouched_student_version_scores_zero(graded_student: tuple[Path, grade
         assert result.status in ("failed", "needs manual grading"), result
         assert result.status == "failed" or result.message == "not answered", result
     assert not report.warnings
+
+
+@pytest.mark.parametrize("path", WITH_EXERCISES, ids=lambda p: p.name)
+def test_exercise_cells_let_run_all_carry_on(path: Path) -> None:
+    """Solution and check code cells carry ``raises-exception`` (JupyterLab's Run All then goes on past
+    them) and nbgrader's preprocessors keep the tag in the student version; no other cell has it."""
+    for version in (read(path), grade.student_version(read(path))):
+        for cell in version.cells:
+            meta = grade.nbgrader_meta(cell)
+            exercise = cell.cell_type == "code" and bool(meta.get("solution") or meta.get("grade"))
+            tagged = "raises-exception" in cell.metadata.get("tags", [])
+            assert tagged == exercise, f"cell {cell.get('id')}: exercise={exercise} but tagged={tagged}"

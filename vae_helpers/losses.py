@@ -12,6 +12,8 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
+from ._progress import progress_bar
+
 LOG_2PI = math.log(2 * math.pi)
 
 
@@ -119,12 +121,14 @@ def vae_loss(model: LatentModel, x: torch.Tensor, beta: float = 1.0, num_samples
 
 
 @torch.no_grad()
-def iwae_bound(model: LatentModel, x: torch.Tensor, k: int = 100, batch_size: int | None = None) -> torch.Tensor:
+def iwae_bound(model: LatentModel, x: torch.Tensor, k: int = 100, batch_size: int | None = None,
+               progress: bool = False) -> torch.Tensor:
     """Importance-weighted estimate of log p(x) per example (Burda et al., 2016), in nats, ``(B,)``.
 
     log p(x) >= E[ log (1/k) sum_i p(x, z_i) / q(z_i|x) ], z_i ~ q(z|x). k = 1 gives the ELBO;
     the bound rises towards log p(x) as k grows. Computed in chunks of ``batch_size`` inputs
     (default: about 20 000 samples per chunk, which bounds the memory) with a log-sum-exp over the k samples.
+    ``progress`` shows a bar over the inputs (for evaluations that take more than a few seconds).
     """
     _tensors(x=x)
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
@@ -137,9 +141,12 @@ def iwae_bound(model: LatentModel, x: torch.Tensor, k: int = 100, batch_size: in
     if hasattr(model, "eval"):
         model.eval()
     out = []
+    bar = progress_bar(x.shape[0], f"IWAE bound, k = {k}", progress, unit="input")
     for start in range(0, x.shape[0], batch_size):
         log_w = model.log_importance_weights(x[start : start + batch_size], k)  # (k, b)
         out.append(torch.logsumexp(log_w, dim=0) - math.log(k))
+        bar.update(log_w.shape[1])
+    bar.close()
     if was_training:
         model.train()
     return torch.cat(out)

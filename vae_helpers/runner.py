@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,8 +53,25 @@ def execute_notebook(nb: nbformat.NotebookNode, cwd: str | Path, timeout: int = 
 def _current_env_kernel_manager():
     """A kernel manager that always starts ipykernel with this interpreter (not a stray user kernelspec)."""
     from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
 
     class CurrentEnvKernelManager(AsyncKernelManager):
+        @default("transport")
+        def _transport_default(self) -> str:
+            # IPC (Unix sockets beside the connection file in Jupyter's private runtime directory) rather than
+            # TCP ports: nothing listens on the network, and the kernel does not warn about plain-text TCP.
+            return "ipc" if os.name == "posix" else "tcp"
+
+        @default("ip")
+        def _ip_default(self) -> str:
+            if self.transport != "ipc":
+                return super()._ip_default()
+            # an absolute socket path: the kernel runs in the notebook's directory, the client elsewhere
+            from jupyter_core.paths import jupyter_runtime_dir
+
+            os.makedirs(jupyter_runtime_dir(), mode=0o700, exist_ok=True)
+            return os.path.join(jupyter_runtime_dir(), f"kernel-{uuid.uuid4().hex[:12]}-ipc")
+
         def format_kernel_cmd(self, extra_arguments=None):  # noqa: ANN001
             return [sys.executable, "-m", "ipykernel_launcher", "-f", self.connection_file]
 

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ._io import atomic_write
+from ._progress import progress_bar
 
 LossFn = Callable[[nn.Module, torch.Tensor], dict[str, torch.Tensor]]
 Callback = Callable[[int, nn.Module, "History"], Any]
@@ -188,7 +189,7 @@ def fit(
         model.train()
         t0 = time.perf_counter()
         order = torch.randperm(n, generator=generator).to(device)
-        bar = _bar(n_batches, f"epoch {epoch}", progress)
+        bar = progress_bar(n_batches, f"epoch {epoch}", progress)
         sizes: list[int] = []
         checked = 0
         done = 0
@@ -261,22 +262,6 @@ def _raise_if_not_finite(losses: torch.Tensor, epoch: int, offset: int, lr: floa
             f"the loss became {float(losses[int(bad[0, 0])])} in epoch {epoch}, batch {batch}. "
             f"Try a lower learning rate than {lr:g}, gradient clipping (clip_grad_norm=...), or check the loss for log(0)."
         )
-
-
-class _NoBar:
-    n = 0
-
-    def update(self, n: int) -> None: ...
-    def set_postfix(self, **kwargs: Any) -> None: ...
-    def close(self) -> None: ...
-
-
-def _bar(total: int, desc: str, enabled: bool):
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="batch", leave=False, mininterval=0.5)
 
 
 def count_parameters(model: nn.Module) -> int:
