@@ -75,6 +75,85 @@ def _step_via_fit(model, optimizer, x, loss_fn):
     return history.last()
 
 
+def _ae_class(activation=F.elu, out=torch.sigmoid, detach_code=False, extra=False):
+    class LearnerAE(nn.Module):
+        def __init__(self, input_dim=784, hidden_dim=600, latent_dim=60):
+            super().__init__()
+            self.enc_hidden, self.enc_out = nn.Linear(input_dim, hidden_dim), nn.Linear(hidden_dim, latent_dim)
+            self.dec_hidden, self.dec_out = nn.Linear(latent_dim, hidden_dim), nn.Linear(hidden_dim, input_dim)
+            if extra:
+                self.spare = nn.Linear(hidden_dim, hidden_dim)
+
+        def encode(self, x):
+            return self.enc_out(activation(self.enc_hidden(x)))
+
+        def forward(self, x):
+            z = self.encode(x)
+            return out(self.dec_out(activation(self.dec_hidden(z.detach() if detach_code else z))))
+    return LearnerAE
+
+
+class _SequentialAE(nn.Module):
+    def __init__(self, input_dim, hidden_dim, latent_dim):
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Linear(input_dim, hidden_dim), nn.ELU(), nn.Linear(hidden_dim, latent_dim))
+        self.decoder = nn.Sequential(nn.Linear(latent_dim, hidden_dim), nn.ELU(), nn.Linear(hidden_dim, input_dim), nn.Sigmoid())
+
+    def encode(self, x):
+        return self.encoder(x)
+
+    def forward(self, x):
+        return self.decoder(self.encoder(x))
+
+
+class _ReferenceInside(nn.Module):
+    def __init__(self, input_dim, hidden_dim, latent_dim):
+        super().__init__()
+        self.inner = models.Autoencoder(models.AEConfig(input_dim=input_dim, hidden_dim=hidden_dim, latent_dim=latent_dim))
+
+    def encode(self, x):
+        return self.inner.encode(x)
+
+    def forward(self, x):
+        return self.inner(x)
+
+
+def _loop(shuffle=True, mean=True, step=True, replace=False):
+    def train_autoencoder(model, x_train, loss_fn, num_epochs, batch_size, lr):
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        history = []
+        for _ in range(num_epochs):
+            n = len(x_train)
+            order = torch.randint(0, n, (n,)) if replace else torch.randperm(n) if shuffle else torch.arange(n)
+            losses_ = []
+            for i in range(0, n, batch_size):
+                loss = loss_fn(model, x_train[order[i:i + batch_size]])["loss"]
+                optimizer.zero_grad()
+                loss.backward()
+                if step:
+                    optimizer.step()
+                losses_.append(loss.item())
+            history.append(sum(losses_) / len(losses_) if mean else losses_[-1])
+        return history
+    return train_autoencoder
+
+
+def _loop_dataloader(model, x_train, loss_fn, num_epochs, batch_size, lr):
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x_train), batch_size=batch_size, shuffle=True)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    history = []
+    for _ in range(num_epochs):
+        total = 0.0
+        for (x_batch,) in loader:
+            optimizer.zero_grad()
+            loss = loss_fn(model, x_batch)["loss"]
+            loss.backward()
+            optimizer.step()
+            total += loss.item()
+        history.append(total / len(loader))
+    return history
+
+
 # ----------------------------------------------------------------------------- notebook 02
 
 
@@ -163,6 +242,21 @@ CATALOGUE = [
     row("cross_entropy_loss", "valid", "logsigmoid", lambda x, l: -(x * F.logsigmoid(l) + (1 - x) * F.logsigmoid(-l)).sum(1).mean()),
     row("cross_entropy_loss", "valid", "softplus", lambda x, l: (F.softplus(l) - x * l).sum(-1).mean()),
     row("cross_entropy_loss", "valid", "nn.BCEWithLogitsLoss", lambda x, l: nn.BCEWithLogitsLoss(reduction="sum")(l, x) / x.shape[0]),
+    row("autoencoder_module", "valid", "four Linear attributes", _ae_class()),
+    row("autoencoder_module", "valid", "nn.Sequential halves", _SequentialAE),
+    row("autoencoder_module", "cheat", "wraps models.Autoencoder", _ReferenceInside, r"calls vae_helpers.models.Autoencoder"),
+    row("autoencoder_module", "mistake", "ReLU", _ae_class(activation=F.relu), "needs an ELU"),
+    row("autoencoder_module", "mistake", "no output sigmoid", _ae_class(out=lambda a: a), r"outside \(0, 1\)"),
+    row("autoencoder_module", "mistake", "an extra layer", _ae_class(extra=True), "parameters, expected 303"),
+    row("autoencoder_module", "mistake", "code detached", _ae_class(detach_code=True), "no gradient reaches enc_"),
+    row("train_autoencoder", "valid", "randperm loop", _loop()),
+    row("train_autoencoder", "valid", "DataLoader(shuffle=True)", _loop_dataloader),
+    row("train_autoencoder", "cheat", "train.fit", lambda m, x, f, e, b, lr: train.fit(m, f, x, num_epochs=e, batch_size=b, lr=lr,
+        progress=False).to_dict(), r"calls vae_helpers.train.fit"),
+    row("train_autoencoder", "mistake", "no shuffling", _loop(shuffle=False), "same order every epoch"),
+    row("train_autoencoder", "mistake", "batches drawn with replacement", _loop(replace=True), "every training example exactly once"),
+    row("train_autoencoder", "mistake", "last batch loss, not the epoch mean", _loop(mean=False), "mean of the epoch"),
+    row("train_autoencoder", "mistake", "no optimizer.step", _loop(step=False), "did not change the model"),
     row("training_step", "cheat", "train.fit", _step_via_fit, r"calls vae_helpers.train.fit; write it yourself"),
     row("training_step", "valid", "model.zero_grad and autograd.backward", _step_with_model_zero_grad),
     # notebook 02
