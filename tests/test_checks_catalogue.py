@@ -192,6 +192,47 @@ def _iwae_max_shift(model, x, k):
     return top + torch.log(torch.exp(log_w - top).mean(0))
 
 
+def _vae_class(swap=False, softplus_logvar=False, sigmoid_out=False, wrap=False):
+    class LearnerVAE(models.VAEBase):
+        def __init__(self, input_dim=784, hidden_dim=500, latent_dim=2):
+            super().__init__()
+            self.latent_dim = latent_dim
+            if wrap:
+                self.inner = models.VAE(models.VAEConfig(input_dim=input_dim, hidden_dim=hidden_dim, latent_dim=latent_dim))
+                return
+            self.enc_hidden, self.enc_out = nn.Linear(input_dim, hidden_dim), nn.Linear(hidden_dim, 2 * latent_dim)
+            self.dec_hidden, self.dec_out = nn.Linear(latent_dim, hidden_dim), nn.Linear(hidden_dim, input_dim)
+
+        def encode(self, x):
+            if wrap:
+                return self.inner.encode(x)
+            mu, logvar = self.enc_out(F.elu(self.enc_hidden(x))).chunk(2, dim=-1)
+            mu, logvar = (logvar, mu) if swap else (mu, logvar)
+            return mu, F.softplus(logvar) if softplus_logvar else logvar
+
+        def decode(self, z):
+            if wrap:
+                return self.inner.decode(z)
+            logits = self.dec_out(F.elu(self.dec_hidden(z)))
+            return torch.sigmoid(logits) if sigmoid_out else logits
+    return LearnerVAE
+
+
+class _TwoHeadVAE(models.VAEBase):
+    def __init__(self, input_dim=784, hidden_dim=500, latent_dim=2):
+        super().__init__()
+        self.hidden = nn.Sequential(nn.Linear(input_dim, hidden_dim), nn.ELU())
+        self.to_mu, self.to_logvar = nn.Linear(hidden_dim, latent_dim), nn.Linear(hidden_dim, latent_dim)
+        self.decoder = nn.Sequential(nn.Linear(latent_dim, hidden_dim), nn.ELU(), nn.Linear(hidden_dim, input_dim))
+
+    def encode(self, x):
+        h = self.hidden(x)
+        return self.to_mu(h), self.to_logvar(h)
+
+    def decode(self, z):
+        return self.decoder(z)
+
+
 # ----------------------------------------------------------------------------- notebook 03
 
 
@@ -280,6 +321,12 @@ CATALOGUE = [
     row("negative_elbo", "cheat", "losses.vae_loss", lambda m, x: losses.vae_loss(m, x)["loss"], r"calls vae_helpers.losses.vae_loss"),
     row("negative_elbo", "valid", "Monte Carlo KL", _elbo_mc_kl),
     row("negative_elbo", "valid", "torch.distributions", _elbo_distributions),
+    row("vae_module", "valid", "one head, chunk", _vae_class()),
+    row("vae_module", "valid", "two heads", _TwoHeadVAE),
+    row("vae_module", "cheat", "wraps models.VAE", _vae_class(wrap=True), r"calls vae_helpers.models.VAE"),
+    row("vae_module", "mistake", "mu and logvar swapped", _vae_class(swap=True), "swapped"),
+    row("vae_module", "mistake", "softplus on logvar", _vae_class(softplus_logvar=True), "raw second half"),
+    row("vae_module", "mistake", "sigmoid in decode", _vae_class(sigmoid_out=True), "no sigmoid at the end"),
     row("iwae_estimate", "cheat", "losses.iwae_bound", lambda m, x, k: losses.iwae_bound(m, x, k), r"calls vae_helpers.losses.iwae_bound"),
     row("iwae_estimate", "unstable", "log-sum-exp without the max", lambda m, x, k: torch.log(torch.exp(m.log_importance_weights(x, k)).mean(0)),
         "use torch.logsumexp"),
