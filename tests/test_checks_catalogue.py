@@ -241,6 +241,40 @@ def _decode_unflatten(model, z):
     return model.decoder(model.from_z(z).unflatten(1, (c.channels[-1], c.feature_size, c.feature_size)))
 
 
+def _conv_encoder(relu_dense=True, swap=False, one_head=False, stride=2, padding=1):
+    class LearnerConvEncoder(nn.Module):
+        def __init__(self, latent_dim, channels=(16, 32), hidden_dim=64):
+            super().__init__()
+            side = (28 + 2 * padding - 3) // stride + 1
+            side = (side + 2 * padding - 3) // stride + 1
+            self.features = nn.Sequential(
+                nn.Conv2d(1, channels[0], 3, stride=stride, padding=padding), nn.ReLU(),
+                nn.Conv2d(channels[0], channels[1], 3, stride=stride, padding=padding), nn.ReLU(), nn.Flatten(),
+                nn.Linear(channels[1] * side * side, hidden_dim), *([nn.ReLU()] if relu_dense else []))
+            if one_head:
+                self.heads = nn.Linear(hidden_dim, 2 * latent_dim)
+            else:
+                self.to_mu, self.to_logvar = nn.Linear(hidden_dim, latent_dim), nn.Linear(hidden_dim, latent_dim)
+
+        def forward(self, x):
+            h = self.features(x)
+            mu, logvar = self.heads(h).chunk(2, dim=-1) if one_head else (self.to_mu(h), self.to_logvar(h))
+            return (logvar, mu) if swap else (mu, logvar)
+    return LearnerConvEncoder
+
+
+class _EncoderViaReference(nn.Module):
+    def __init__(self, latent_dim, channels=(16, 32), hidden_dim=64):
+        super().__init__()
+        self.inner = models.ConvVAE(models.ConvVAEConfig(latent_dim=latent_dim, channels=channels, strides=(2, 2),
+                                                         hidden_dim=hidden_dim, decoder_channels=(8, 8)))
+        for name in ("from_z", "decoder"):
+            setattr(self.inner, name, nn.Identity())
+
+    def forward(self, x):
+        return self.inner.encode(x)
+
+
 # ----------------------------------------------------------------------------- notebook 04
 
 
@@ -342,6 +376,13 @@ CATALOGUE = [
     row("conv_decode", "cheat", "ConvVAE.decode on the class", lambda m, z: models.ConvVAE.decode(m, z), "calls model.decode"),
     row("conv_decode", "cheat", "logit of model.mean_image", lambda m, z: torch.logit(m.mean_image(z)), "calls model.decode"),
     row("conv_decode", "valid", "unflatten", _decode_unflatten),
+    row("conv_encoder", "valid", "two heads", _conv_encoder()),
+    row("conv_encoder", "valid", "one head, chunk", _conv_encoder(one_head=True)),
+    row("conv_encoder", "cheat", "wraps ConvVAE.encode", _EncoderViaReference, r"calls vae_helpers.models.ConvVAE.encode"),
+    row("conv_encoder", "mistake", "no ReLU after the dense layer", _conv_encoder(relu_dense=False), "needs a ReLU after it"),
+    row("conv_encoder", "mistake", "mu and logvar swapped", _conv_encoder(swap=True), "swapped"),
+    row("conv_encoder", "mistake", "stride 1", _conv_encoder(stride=1), "parameters, expected"),
+    row("conv_encoder", "mistake", "no padding", _conv_encoder(padding=0), "parameters, expected"),
     row("interpolate_latents", "cheat", "models.interpolate_latents", lambda a, b, n: models.interpolate_latents(a, b, n),
         r"calls vae_helpers.models.interpolate_latents"),
     row("interpolate_latents", "valid", "start + t (end - start)", lambda a, b, n: a + torch.linspace(0, 1, n)[:, None] * (b - a)),

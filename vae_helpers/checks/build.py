@@ -246,3 +246,85 @@ def check_vae_module(cls: Callable[..., torch.nn.Module]) -> None:
                           f"{after:.2f} only: check that encode and decode use their layers as described")
     ok(f"{label}: {expected} parameters, (mu, logvar) and logits of the right shapes, gradients reach every layer, "
        f"it matches models.VAE with copied weights, and fit lowers its negative ELBO from {before:.1f} to {after:.1f}")
+
+
+# ----------------------------------------------------------------------------- notebook 03
+
+
+@refuses("models.ConvVAE.encode")
+def check_conv_encoder(cls: Callable[..., torch.nn.Module]) -> None:
+    """Check ``cls(latent_dim, channels=(c1, c2), hidden_dim)``: two stride-2 convs, a dense layer, mu and logvar heads."""
+    from ..models import ConvVAE, ConvVAEConfig
+
+    latent_dim, channels, hidden_dim = 3, (4, 6), 8
+    label = getattr(cls, "__name__", "your class")
+    with seeded(540):
+        model = call_learner(cls, latent_dim, channels=channels, hidden_dim=hidden_dim, name=label)
+        if not isinstance(model, torch.nn.Module):
+            raise CheckFailed(f"{label}(...) should build a torch.nn.Module, got {type(model).__name__}")
+        reference = ConvVAE(ConvVAEConfig(latent_dim=latent_dim, channels=channels, strides=(2, 2), hidden_dim=hidden_dim,
+                                          decoder_channels=(5, 5)))
+        ref_params = [reference.encoder[0], reference.encoder[2], reference.encoder[5], reference.to_mu, reference.to_logvar]
+        expected = sum(p.numel() for m in ref_params for p in m.parameters())
+        count = sum(p.numel() for p in model.parameters())
+        if count != expected:
+            flat_hint = (" The dense layer takes the flattened feature map, channels[1] * 7 * 7 numbers: two stride-2 "
+                         "convolutions with padding 1 shrink 28 to 14 to 7.")
+            raise CheckFailed(f"{label}({latent_dim}, channels={channels}, hidden_dim={hidden_dim}) has {count} parameters, "
+                              f"expected {expected}: conv 1 -> {channels[0]} and conv {channels[0]} -> {channels[1]} (kernel 3, "
+                              f"stride 2, padding 1), a dense layer to hidden_dim, and two heads to latent_dim.{flat_hint}")
+        x = torch.rand(5, 1, 28, 28)
+        out = call_learner(model, x, name=f"{label}.forward")
+        if not isinstance(out, (tuple, list)) or len(out) != 2:
+            raise CheckFailed(f"{label}.forward should return a pair (mu, logvar), got {type(out).__name__}")
+        mu = expect_tensor(out[0], (5, latent_dim), f"mu from {label}", "One row per image, latent_dim columns.")
+        logvar = expect_tensor(out[1], (5, latent_dim), f"logvar from {label}", "One row per image, latent_dim columns.")
+        model.zero_grad()
+        (mu.sum() + logvar.sum()).backward()
+        silent = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+        if silent:
+            raise CheckFailed(f"no gradient reaches {silent[0]}: every layer must be used in forward")
+        convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+        dense = _linears_by_shape(model)
+        heads = dense.get((latent_dim, hidden_dim), []) or dense.get((2 * latent_dim, hidden_dim), [])
+        if len(convs) != 2 or len(dense.get((hidden_dim, channels[1] * 49), [])) != 1 or len(heads) not in (1, 2):
+            raise CheckFailed(f"{label} should hold two nn.Conv2d layers, one nn.Linear(channels[1] * 7 * 7, hidden_dim) "
+                              "and the heads nn.Linear(hidden_dim, latent_dim) for mu and for logvar")
+        bad = [c for c in convs if c.stride != (2, 2) or c.padding != (1, 1) or c.kernel_size != (3, 3)]
+        if bad:
+            raise CheckFailed(f"{label}'s convolutions should have kernel_size=3, stride=2, padding=1, got kernel "
+                              f"{bad[0].kernel_size}, stride {bad[0].stride}, padding {bad[0].padding}")
+        with torch.no_grad():
+            for mine, ref in zip(convs, (reference.encoder[0], reference.encoder[2])):
+                if mine.weight.shape != ref.weight.shape:
+                    raise CheckFailed(f"{label}: the convolutions should map 1 -> channels[0] -> channels[1] channels, "
+                                      f"got a weight of shape {tuple(mine.weight.shape)}")
+                mine.weight.copy_(ref.weight)
+                mine.bias.copy_(ref.bias)
+            target = dense[(hidden_dim, channels[1] * 49)][0]
+            target.weight.copy_(reference.encoder[5].weight)
+            target.bias.copy_(reference.encoder[5].bias)
+            sources = [reference.to_mu, reference.to_logvar]
+            if len(heads) == 1:
+                heads[0].weight.copy_(torch.cat([s.weight for s in sources]))
+                heads[0].bias.copy_(torch.cat([s.bias for s in sources]))
+            else:
+                for head, source in zip(heads, sources):
+                    head.weight.copy_(source.weight)
+                    head.bias.copy_(source.bias)
+            x = torch.rand(4, 1, 28, 28)
+            got_mu, got_logvar = call_learner(model, x, name=f"{label}.forward")
+            ref_mu, ref_logvar = reference.encode(x)
+            enc = reference.encoder
+            feature_map = enc[3](enc[2](enc[1](enc[0](x))))  # (B, C, 7, 7)
+            h = enc[5](enc[4](feature_map))  # the dense layer without its ReLU
+            channels_last = torch.relu(enc[5](feature_map.permute(0, 2, 3, 1).flatten(1)))
+        compare(got_mu, ref_mu, f"mu from {label} with the reference's weights", {
+            "mu and logvar are swapped: return (mu, logvar)": ref_logvar,
+            "the dense layer needs a ReLU after it, before the heads": reference.to_mu(h),
+            "you flattened channels last; flatten (B, C, 7, 7) as it is, x.flatten(1) or nn.Flatten()":
+                reference.to_mu(channels_last),
+        }, atol=1e-5)
+        compare(got_logvar, ref_logvar, f"logvar from {label} with the reference's weights", {}, atol=1e-5)
+    ok(f"{label}: {expected} parameters, (B, 1, 28, 28) -> mu, logvar (B, {latent_dim}), gradients reach every layer, "
+       "and with the reference's weights it computes what ConvVAE.encode computes")
