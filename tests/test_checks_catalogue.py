@@ -297,6 +297,35 @@ def _free_energy_losses(log_px, z0, zK, mu, logvar, log_dets):
             - losses.standard_normal_log_density(zK) - log_px)
 
 
+def _posterior(constrain=True, reverse=False, per_flow=False, sign=1.0, detach=False, noise=True):
+    def sample_posterior(model, x):
+        mu, logvar, u, w, b = model.encode_all(x)
+        eps = torch.randn_like(mu) if noise else torch.zeros_like(mu)
+        z0 = mu + torch.exp(0.5 * logvar) * eps
+        z0 = z0.detach() if detach else z0
+        z, log_dets = z0, []
+        order = reversed(range(u.shape[1])) if reverse else range(u.shape[1])
+        for k in order:
+            u_k = flows.constrain_u(u[:, k], w[:, k]) if constrain else u[:, k]
+            z, ld = flows.planar_transform(z, u_k, w[:, k], b[:, k])
+            log_dets.append(ld)
+        stacked = torch.stack(log_dets, -1) if log_dets else torch.zeros(x.shape[0], 0)
+        return z0, z, stacked if per_flow else sign * stacked.sum(-1), mu, logvar
+    return sample_posterior
+
+
+def _posterior_vectorised(model, x):
+    mu, logvar, u, w, b = model.encode_all(x)
+    z0 = models.reparameterize(mu, logvar)
+    u_hat = flows.constrain_u(u, w)  # (B, K, D) at once
+    z, total = z0, torch.zeros(x.shape[0])
+    for u_k, w_k, b_k in zip(u_hat.unbind(1), w.unbind(1), b.unbind(1)):
+        h = torch.tanh((z * w_k).sum(-1) + b_k)  # (B,)
+        total = total + torch.log(torch.abs(1 + (1 - h**2) * (w_k * u_k).sum(-1)))
+        z = z + u_k * h[:, None]
+    return z0, z, total, mu, logvar
+
+
 CATALOGUE = [
     # notebook 01
     row("autoencoder_forward", "cheat", "builds models.Autoencoder", _ae_via_reference,
@@ -395,6 +424,18 @@ CATALOGUE = [
     row("constrain_u", "unstable", "log1p(exp(x)) at wᵀu = 100", _constrain(lambda x: torch.log1p(torch.exp(x))), "use F.softplus"),
     row("constrain_u", "valid", "logaddexp(0, x)", _constrain(lambda x: torch.logaddexp(torch.zeros_like(x), x))),
     row("constrain_u", "valid", "nn.Softplus", _constrain(nn.Softplus())),
+    row("sample_posterior", "valid", "a loop of planar_transform", _posterior()),
+    row("sample_posterior", "valid", "vectorised by hand", _posterior_vectorised),
+    row("sample_posterior", "cheat", "model.sample_posterior", lambda m, x: m.sample_posterior(x), "calls model.sample_posterior"),
+    row("sample_posterior", "cheat", "flows.planar_flow_sequence", lambda m, x: (lambda mu, lv, u, w, b: (
+        (z0 := mu + (0.5 * lv).exp() * torch.randn_like(mu)), *flows.planar_flow_sequence(z0, u, w, b), mu, lv))(*m.encode_all(x)),
+        r"calls vae_helpers.flows.planar_flow_sequence"),
+    row("sample_posterior", "mistake", "raw u", _posterior(constrain=False), "use constrain_u"),
+    row("sample_posterior", "mistake", "reversed flows", _posterior(reverse=True), "wrong order"),
+    row("sample_posterior", "mistake", "log-det per flow", _posterior(per_flow=True), "one log-det per flow"),
+    row("sample_posterior", "mistake", "log-dets subtracted", _posterior(sign=-1.0), "wrong sign"),
+    row("sample_posterior", "mistake", "z0 detached", _posterior(detach=True), "no gradient"),
+    row("sample_posterior", "mistake", "no noise", _posterior(noise=False), "almost\\) mu"),
     row("flow_free_energy", "cheat", "flows.flow_free_energy", lambda *a: flows.flow_free_energy(*a), r"calls vae_helpers.flows.flow_free_energy"),
     row("flow_free_energy", "valid", "the notebook-02 densities from vae_helpers.losses", _free_energy_losses),
     row("flow_free_energy", "valid", "torch.distributions", lambda log_px, z0, zK, mu, lv, ld: Normal(mu, (0.5 * lv).exp()).log_prob(z0).sum(-1)

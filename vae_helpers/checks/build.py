@@ -328,3 +328,67 @@ def check_conv_encoder(cls: Callable[..., torch.nn.Module]) -> None:
         compare(got_logvar, ref_logvar, f"logvar from {label} with the reference's weights", {}, atol=1e-5)
     ok(f"{label}: {expected} parameters, (B, 1, 28, 28) -> mu, logvar (B, {latent_dim}), gradients reach every layer, "
        "and with the reference's weights it computes what ConvVAE.encode computes")
+
+
+# ----------------------------------------------------------------------------- notebook 04
+
+
+@refuses("flows.planar_flow_sequence", "flows._planar_log_det",
+         flows__FlowVAE__sample_posterior="your sample_posterior calls model.sample_posterior, the method this exercise "
+                                          "asks you to write: start from model.encode_all(x)")
+def check_sample_posterior(fn: Callable[..., Any]) -> None:
+    """Check ``fn(model, x) -> (z0, zK, Σ log-det (B,), mu, logvar)`` for a ``FlowVAE``, by behaviour."""
+    from ..flows import FlowVAE, FlowVAEConfig, constrain_u, planar_flow_sequence, planar_transform
+
+    label = "sample_posterior"
+    with seeded(550):
+        for num_flows in (3, 0):
+            model = FlowVAE(FlowVAEConfig(input_dim=12, hidden_dim=10, latent_dim=2, num_flows=num_flows))
+            with torch.no_grad():  # flows away from the identity, so that every mistake shows
+                model.encoder.net[-1].weight.normal_(0.0, 8.0)
+            x = (torch.rand(5, 12) > 0.5).float()
+            out = call_learner(fn, model, x, name=label)
+            if not isinstance(out, (tuple, list)) or len(out) != 5:
+                raise CheckFailed(f"{label} should return five things (z0, zK, log_det, mu, logvar), got {type(out).__name__}"
+                                  + (f" of length {len(out)}" if isinstance(out, (tuple, list)) else ""))
+            z0, zK, log_det, mu, logvar = out
+            z0 = expect_tensor(z0, (5, 2), f"z0 from {label}", "One code per input: (B, latent_dim).")
+            zK = expect_tensor(zK, (5, 2), f"zK from {label}", "One code per input: (B, latent_dim).")
+            if isinstance(log_det, torch.Tensor) and tuple(log_det.shape) == (5, num_flows) and num_flows > 1:
+                raise CheckFailed(f"{label} returned one log-det per flow, shape (B, K); return their sum over the flows, (B,)")
+            log_det = expect_tensor(log_det, (5,), f"the log-det from {label}", "Return Σ_k log|det| per input, (B,).")
+            ref_mu, ref_logvar = model.encode(x)
+            compare(mu, ref_mu, f"mu from {label}", {}, atol=1e-5)
+            compare(logvar, ref_logvar, f"logvar from {label}", {}, atol=1e-5)
+            if not z0.requires_grad:
+                raise CheckFailed("z0 carries no gradient back to the encoder: draw it with the reparameterisation "
+                                  "trick, mu + exp(logvar / 2) * eps (no .sample(), no torch.no_grad())")
+            _, _, u, w, b = model.encode_all(x)
+            with torch.no_grad():
+                ref_zK, ref_ld = planar_flow_sequence(z0, u, w, b)
+                raw_zK, raw_ld = z0, torch.zeros(5)
+                for k in range(num_flows):
+                    raw_zK, ld = planar_transform(raw_zK, u[:, k], w[:, k], b[:, k])
+                    raw_ld = raw_ld + ld
+                reversed_zK = z0
+                for k in reversed(range(num_flows)):
+                    reversed_zK, _ = planar_transform(reversed_zK, constrain_u(u[:, k], w[:, k]), w[:, k], b[:, k])
+            compare(zK.detach(), ref_zK, f"zK from {label} (the flows applied to your z0)", {
+                "u must be made invertible first: use constrain_u(u_k, w_k) in place of the raw u_k": raw_zK,
+                "the flows run in the wrong order: apply flow 0 first and flow K-1 last": reversed_zK,
+            }, atol=1e-4)
+            compare(log_det.detach(), ref_ld, f"the log-det from {label}", {
+                "wrong sign: add the flows' log|det|, do not subtract them": -ref_ld,
+                "u must be made invertible first: use constrain_u(u_k, w_k) in place of the raw u_k": raw_ld,
+            }, atol=1e-4)
+        # z0 ~ N(mu, exp(logvar)): many copies of one input
+        x_many = x[:1].expand(4000, -1)
+        z0, *_ = call_learner(fn, model, x_many, name=label)
+        mu1, logvar1 = (t[0].detach() for t in model.encode(x[:1]))
+        eps = ((z0.detach() - mu1) / torch.exp(0.5 * logvar1))
+        if eps.std(0).min() < 1e-3:
+            raise CheckFailed("z0 is (almost) mu for every draw: add the noise exp(logvar / 2) * eps with eps ~ N(0, I)")
+        if eps.mean(0).abs().max() > 0.1 or (eps.var(0) - 1).abs().max() > 0.12:
+            raise CheckFailed(f"(z0 - mu) / exp(logvar / 2) should be standard normal, but has mean {eps.mean().item():.3f} "
+                              f"and variance {eps.var().item():.3f}: z0 = mu + exp(logvar / 2) * torch.randn_like(mu)")
+    ok(f"{label}: z0 ~ q_0 with gradients, zK and Σ log-det from K constrained planar maps in order, on K = 3 and K = 0")
