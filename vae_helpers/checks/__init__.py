@@ -14,7 +14,8 @@ from .build import (check_autoencoder_module, check_conv_encoder, check_sample_p
                     check_vae_module)
 from .conv import check_conv_decode, check_conv_output_size, check_interpolate_latents
 from .flows import check_constrain_u, check_flow_free_energy, check_planar_transform
-from .vae import check_gaussian_kl, check_gaussian_log_likelihood, check_iwae_estimate, check_negative_elbo, check_reparameterize
+from .vae import (check_active_units, check_gaussian_kl, check_gaussian_log_likelihood, check_iwae_estimate, check_kl_per_dimension,
+                  check_negative_elbo, check_reparameterize)
 
 __all__ = [
     "CheckFailed", "call_learner", "close", "compare", "expect_tensor", "install_short_feedback", "ok", "points_table",
@@ -23,7 +24,7 @@ __all__ = [
     "check_autoencoder_module", "check_train_autoencoder", "check_vae_module", "check_conv_encoder",
     "check_sample_posterior",
     "check_gaussian_kl", "check_gaussian_log_likelihood", "check_reparameterize", "check_negative_elbo",
-    "check_iwae_estimate",
+    "check_iwae_estimate", "check_kl_per_dimension", "check_active_units",
     "check_conv_output_size", "check_conv_decode", "check_interpolate_latents",
     "check_planar_transform", "check_constrain_u", "check_flow_free_energy",
 ]

@@ -317,3 +317,65 @@ def check_iwae_estimate(fn: Callable[[torch.nn.Module, torch.Tensor, int], torch
                 log_w.max(0).values - math.log(k),
         })
     ok(f"iwae_estimate matches log (1/k) sum_i w_i on {len(cases)} cases, stably for log-weights near -700")
+
+
+@refuses("losses.gaussian_kl_per_dim", "losses.gaussian_kl")
+def check_kl_per_dimension(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
+    """Check ``fn(mu, logvar) -> (D,)``: the KL of each latent dimension, averaged over the batch."""
+    from torch.distributions import Normal, kl_divergence
+
+    cases = _normal_cases(25)
+    for _, mu, logvar in cases:
+        batch, dim = mu.shape
+        got = call_learner(fn, mu.clone(), logvar.clone(), name="kl_per_dimension")
+        if isinstance(got, torch.Tensor) and tuple(got.shape) == (batch,) and batch != dim:
+            raise CheckFailed(f"kl_per_dimension returned one value per example, shape ({batch},); it should return one "
+                              f"per latent dimension, ({dim},): average over the batch (dim=0), do not sum over dim=-1")
+        if isinstance(got, torch.Tensor) and tuple(got.shape) == (batch, dim):
+            raise CheckFailed(f"kl_per_dimension returned shape {(batch, dim)}: average over the batch (dim=0) as well")
+        got = expect_tensor(got, (dim,), "kl_per_dimension", "Return one value per latent dimension.")
+        per_entry = kl_divergence(Normal(mu, torch.exp(0.5 * logvar)), Normal(0.0, 1.0))  # (B, D)
+        expected = per_entry.mean(0)
+        compare(got, expected, "kl_per_dimension", {
+            "you summed over the batch; average over it (mean over dim=0)": per_entry.sum(0),
+            "wrong sign: every KL is >= 0": -expected,
+            "the factor 1/2 is missing": 2 * expected,
+            "you used logvar where the variance exp(logvar) belongs":
+                (-0.5 * (1 + logvar - mu.pow(2) - logvar)).mean(0),
+        })
+    ok(f"kl_per_dimension matches torch.distributions on {len(cases)} cases")
+
+
+def check_active_units(fn: Callable[[torch.Tensor, float], Any]) -> None:
+    """Check ``fn(mu (N, D), threshold) -> int``: dimensions whose posterior mean varies over the data (Burda et al., 2016)."""
+    g = torch.Generator().manual_seed(26)
+    cases = []
+    for n, spreads in ((200, (1.0, 0.02, 0.5, 0.002, 3.0)), (50, (0.001,) * 3 + (0.4,)), (120, (2.0,) * 6)):
+        spread = torch.tensor(spreads)
+        mu = 0.7 * torch.randn(len(spreads), generator=g) + spread.sqrt() * torch.randn(n, len(spreads), generator=g)
+        cases.append((mu, 0.01))
+    mu, _ = cases[0]
+    cases.append((mu, 0.3))  # another threshold
+    for mu, threshold in cases:
+        out = call_learner(fn, mu.clone(), threshold, name="active_units")
+        if isinstance(out, torch.Tensor) and out.numel() == 1 and not out.is_floating_point():
+            out = out.item()
+        if isinstance(out, torch.Tensor):
+            raise CheckFailed(f"active_units returned a tensor of shape {tuple(out.shape)}; return the number of active "
+                              "dimensions as an int, e.g. int((variance > threshold).sum())")
+        if isinstance(out, bool) or not isinstance(out, int):
+            raise CheckFailed(f"active_units should return an int, got {type(out).__name__}")
+        variance = mu.var(0)  # (D,): how much each coordinate of the code moves with the input
+        expected = int((variance > threshold).sum())
+        assert expected == int((mu.var(0, correction=0) > threshold).sum()), "internal error: a case sits on the threshold"
+        if out == expected:
+            continue
+        hints = [(int((mu.var(1) > threshold).sum()), "the variance is over the data, dim=0 (one value per latent dimension)"),
+                 (int((mu.std(0) > threshold).sum()), "compare the variance with the threshold, not the standard deviation"),
+                 (int((mu.mean(0).abs() > threshold).sum()), "activity is the variance of mu over the data, not its mean"),
+                 (int((variance <= threshold).sum()), "you counted the inactive dimensions; count those above the threshold")]
+        hint = next((h for count, h in hints if count == out),
+                    "count the dimensions j with Var_x[mu_j(x)] > threshold, the variance taken over dim=0")
+        raise CheckFailed(f"active_units gave {out} for a case with {expected} active dimensions of {mu.shape[1]}. "
+                          f"Likely mistake: {hint}")
+    ok(f"active_units counts the dimensions whose posterior mean varies over the data, on {len(cases)} cases")
