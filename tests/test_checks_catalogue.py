@@ -326,6 +326,29 @@ def _posterior_vectorised(model, x):
     return z0, z, total, mu, logvar
 
 
+def _field(ks, ss):
+    r, jump = 1, 1
+    for k, s in zip(ks, ss):
+        r, jump = r + (k - 1) * jump, jump * s
+    return r
+
+
+def _field_backwards(ks, ss):
+    r = 1
+    for k, s in reversed(list(zip(ks, ss))):  # from the output back to the input
+        r = (r - 1) * s + k
+    return r
+
+
+def _u1(stable=True, sign=-1.0):
+    def energy_u1(z):
+        ring = 0.5 * ((torch.linalg.vector_norm(z, dim=-1) - 2) / 0.4) ** 2
+        a, b = -0.5 * ((z[:, 0] - 2) / 0.6) ** 2, -0.5 * ((z[:, 0] + 2) / 0.6) ** 2
+        mix = torch.logaddexp(a, b) if stable else torch.log(torch.exp(a) + torch.exp(b))
+        return ring + sign * mix
+    return energy_u1
+
+
 CATALOGUE = [
     # notebook 01
     row("autoencoder_forward", "cheat", "builds models.Autoencoder", _ae_via_reference,
@@ -426,6 +449,12 @@ CATALOGUE = [
     row("conv_encoder", "mistake", "mu and logvar swapped", _conv_encoder(swap=True), "swapped"),
     row("conv_encoder", "mistake", "stride 1", _conv_encoder(stride=1), "parameters, expected"),
     row("conv_encoder", "mistake", "no padding", _conv_encoder(padding=0), "parameters, expected"),
+    row("receptive_field", "valid", "forwards with the jump", _field),
+    row("receptive_field", "valid", "backwards from the output", _field_backwards),
+    row("receptive_field", "mistake", "strides ignored", lambda ks, ss: 1 + sum(k - 1 for k in ks), "the strides matter"),
+    row("receptive_field", "mistake", "own stride counted", lambda ks, ss: 1 + sum((k - 1) * math.prod(ss[: i + 1]) for i, k in enumerate(ks)),
+        "own stride does not widen"),
+    row("receptive_field", "mistake", "kernel sizes multiplied", lambda ks, ss: math.prod(ks), "adding, not multiplying"),
     row("interpolate_latents", "cheat", "models.interpolate_latents", lambda a, b, n: models.interpolate_latents(a, b, n),
         r"calls vae_helpers.models.interpolate_latents"),
     row("interpolate_latents", "valid", "start + t (end - start)", lambda a, b, n: a + torch.linspace(0, 1, n)[:, None] * (b - a)),
@@ -450,6 +479,12 @@ CATALOGUE = [
     row("sample_posterior", "mistake", "log-dets subtracted", _posterior(sign=-1.0), "wrong sign"),
     row("sample_posterior", "mistake", "z0 detached", _posterior(detach=True), "no gradient"),
     row("sample_posterior", "mistake", "no noise", _posterior(noise=False), "almost\\) mu"),
+    row("energy_u1", "valid", "logaddexp", _u1()),
+    row("energy_u1", "valid", "logsumexp of a stack", lambda z: 0.5 * ((z.norm(dim=-1) - 2) / 0.4) ** 2 - torch.logsumexp(torch.stack(
+        [-0.5 * ((z[:, 0] - 2) / 0.6) ** 2, -0.5 * ((z[:, 0] + 2) / 0.6) ** 2]), 0)),
+    row("energy_u1", "cheat", "flows.U1", lambda z: flows.U1(z), r"calls vae_helpers.flows.U1"),
+    row("energy_u1", "unstable", "log of a sum of exps far from the ring", _u1(stable=False), "logaddexp"),
+    row("energy_u1", "mistake", "wrong sign of the mixture", _u1(sign=1.0), "minus sign"),
     row("flow_free_energy", "cheat", "flows.flow_free_energy", lambda *a: flows.flow_free_energy(*a), r"calls vae_helpers.flows.flow_free_energy"),
     row("flow_free_energy", "valid", "the notebook-02 densities from vae_helpers.losses", _free_energy_losses),
     row("flow_free_energy", "valid", "torch.distributions", lambda log_px, z0, zK, mu, lv, ld: Normal(mu, (0.5 * lv).exp()).log_prob(z0).sum(-1)
@@ -475,8 +510,9 @@ def test_every_checker_has_a_cheat_and_a_valid_variant_in_the_catalogue() -> Non
         kinds.setdefault(checker, set()).add(kind)
     all_checkers = {name.removeprefix("check_") for name in checks.__all__ if name.startswith("check_")}
     assert set(kinds) == all_checkers
-    # active_units has no vae_helpers reference to call, so no cheat row
-    assert all({"cheat", "valid"} <= found or name == "active_units" and "valid" in found for name, found in kinds.items()), kinds
+    # active_units and receptive_field have no vae_helpers reference to call, so no cheat row
+    assert all({"cheat", "valid"} <= found or name in ("active_units", "receptive_field") and "valid" in found
+               for name, found in kinds.items()), kinds
 
 
 def test_a_refused_reference_is_allowed_again_after_its_checker() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import torch
@@ -162,3 +163,48 @@ def check_interpolate_latents(fn: Callable[[torch.Tensor, torch.Tensor, int], to
                 z_start + t * z_end,
         }, rtol=1e-5, atol=1e-5)
     ok(f"interpolate_latents matches (1 - t) z_start + t z_end on {len(cases)} cases, both ends included")
+
+
+_FIELD_CASES = (((3,), (1,)), ((3, 3), (1, 1)), ((3, 3), (2, 2)), ((5, 3, 3), (1, 2, 2)), ((7, 3), (2, 1)),
+                ((4, 4, 4), (2, 2, 2)), ((1,), (1,)), ((3, 3, 3, 3), (1, 2, 1, 1)), ((3, 3, 3, 3), (2, 2, 2, 2)))
+
+
+def _field_by_autograd(kernel_sizes: tuple[int, ...], strides: tuple[int, ...]) -> int:
+    """How many input positions the first output of a 1-D conv stack depends on, from autograd."""
+    layers = [torch.nn.Conv1d(1, 1, k, stride=s, bias=False) for k, s in zip(kernel_sizes, strides)]
+    for layer in layers:
+        torch.nn.init.ones_(layer.weight)
+    x = torch.ones(1, 1, 256, requires_grad=True)
+    out = torch.nn.Sequential(*layers)(x)
+    (grad,) = torch.autograd.grad(out[0, 0, 0], x)
+    return int((grad != 0).sum())
+
+
+def check_receptive_field(fn: Callable[[list[int], list[int]], int]) -> None:
+    """Check ``fn(kernel_sizes, strides) -> int`` against autograd on stacks of convolutions."""
+    for kernel_sizes, strides in _FIELD_CASES:
+        out = call_learner(fn, list(kernel_sizes), list(strides), name="receptive_field")
+        if isinstance(out, torch.Tensor) and out.numel() == 1:
+            out = out.item()
+        if isinstance(out, float) and out == int(out):
+            out = int(out)
+        if isinstance(out, bool) or not isinstance(out, int):
+            raise CheckFailed(f"receptive_field should return an int, got {type(out).__name__}")
+        expected = _field_by_autograd(kernel_sizes, strides)
+        if out == expected:
+            continue
+        jumps = [1]
+        for s in strides[:-1]:
+            jumps.append(jumps[-1] * s)
+        mistakes = [
+            (1 + sum(k - 1 for k in kernel_sizes), "the strides matter: after a stride-2 layer, one step of the next kernel "
+                                                   "covers two input pixels, so weight (k - 1) by the product of the earlier strides"),
+            (1 + sum((k - 1) * j * s for k, s, j in zip(kernel_sizes, strides, jumps)),
+             "a layer's own stride does not widen its field; only the strides of the layers before it do"),
+            (sum(kernel_sizes), "the fields overlap: add (k - 1) per layer (weighted by the earlier strides), plus 1"),
+            (math.prod(kernel_sizes), "the field grows by adding, not multiplying, the kernel sizes"),
+        ]
+        hint = next((h for value, h in mistakes if value == out), "r = 1 + Σ_i (k_i - 1) Π_{j<i} s_j")
+        raise CheckFailed(f"receptive_field({list(kernel_sizes)}, {list(strides)}) returned {out}, but one output of "
+                          f"these convolutions depends on {expected} input pixels. Likely mistake: {hint}")
+    ok(f"receptive_field agrees with autograd on {len(_FIELD_CASES)} stacks of convolutions")

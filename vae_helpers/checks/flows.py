@@ -187,3 +187,32 @@ def check_flow_free_energy(fn: Callable[..., torch.Tensor]) -> None:
         compare(got, expected, "flow_free_energy", mistakes)
         cases += 1
     ok(f"flow_free_energy matches torch.distributions on {cases} cases")
+
+
+@refuses("flows.U1", "flows._neg_logaddexp")
+def check_energy_u1(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    """Check ``fn(z (N, 2)) -> U_1(z) (N,)`` against the formula of Rezende & Mohamed's Table 1, also far from the ring."""
+    g = torch.Generator().manual_seed(43)
+    near = 8 * torch.rand(50, 2, generator=g) - 4  # the square of the figures
+    far = torch.tensor([[30.0, 0.0], [-30.0, 1.0], [0.0, 40.0], [12.0, -9.0]])  # both Gaussian bumps underflow to 0 here
+    for z, where in ((near, "in the square [-4, 4]²"), (far, "far from the ring (e.g. z = (30, 0))")):
+        z64 = z.double()
+        ring = 0.5 * ((z64.norm(dim=-1) - 2) / 0.4) ** 2
+        a, b = -0.5 * ((z64[:, 0] - 2) / 0.6) ** 2, -0.5 * ((z64[:, 0] + 2) / 0.6) ** 2
+        expected = (ring - torch.logaddexp(a, b)).float()  # oracle in float64
+        out = call_learner(fn, z.clone(), name="energy_u1")
+        if isinstance(out, torch.Tensor) and out.dim() == 2 and tuple(out.shape) == (z.shape[0], 1):
+            raise CheckFailed(f"energy_u1 returned shape {tuple(out.shape)}, expected ({z.shape[0]},): one energy per point")
+        if isinstance(out, torch.Tensor) and tuple(out.shape) == (z.shape[0],) and not torch.isfinite(out).all():
+            raise CheckFailed(f"energy_u1 returned inf or nan {where}: exp(-½((z₁ ∓ 2)/0.6)²) underflows to 0 there and "
+                              "-log(0) = inf. Compute -log(e^a + e^b) as -torch.logaddexp(a, b) (or torch.logsumexp)")
+        out = expect_tensor(out, (z.shape[0],), "energy_u1", "One energy per point: (N,).")
+        compare(out, expected, f"energy_u1 {where}", {
+            "the second term enters with a minus sign: U₁ = ½((‖z‖ - 2)/0.4)² - log(e^a + e^b)": (ring + torch.logaddexp(a, b)).float(),
+            "‖z‖ is the Euclidean norm, sqrt(z₁² + z₂²), not the squared norm":
+                (0.5 * ((z64.pow(2).sum(-1) - 2) / 0.4) ** 2 - torch.logaddexp(a, b)).float(),
+            "the factor ½ in the ring term is missing": (2 * ring - torch.logaddexp(a, b)).float(),
+            "the two bumps sit at z₁ = +2 and z₁ = -2: use (z₁ - 2) and (z₁ + 2)":
+                (ring - torch.logaddexp(a, a)).float(),
+        }, rtol=1e-4, atol=1e-3)
+    ok("energy_u1 matches U₁ of Rezende & Mohamed's Table 1 in the square and stays finite far from the ring")
