@@ -12,7 +12,7 @@ TEST_ENV := VAE_FAST=1 VAE_DATA_SOURCES=npm
 
 help:
 	@echo "make run            execute every notebook in full mode into build/notebooks/ and print a summary"
-	@echo "make test           unit tests + nbval over every notebook in fast mode"
+	@echo "make test           unit tests + nbval over every notebook in fast mode, then the browser suite if chromium is installed"
 	@echo "make lab            learners: JupyterLab on work/, student versions made on first use (never overwritten)"
 	@echo "make lab-solutions  self-study: as make lab, plus the versions with solutions in work/solutions/"
 	@echo "make lab-teacher    teachers: JupyterLab on notebooks/ (solutions, hidden tests, nbgrader's tools)"
@@ -35,7 +35,12 @@ run: $(STAMP) data
 
 test: $(STAMP)
 	$(TEST_ENV) $(PY) -m vae_helpers.data
-	$(TEST_ENV) $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider --durations=12
+	$(TEST_ENV) $(PY) -m pytest tests notebooks --ignore=tests/browser --nbval-lax --nbval-current-env -p no:cacheprovider --durations=12
+	@# then the browser suite (JupyterLab in headless chromium) when chromium is here; one line when it is not
+	@if reason=$$($(PY) tests/browser/labdriver.py --why-not); then \
+		echo "$(TEST_ENV) $(PY) -m pytest tests/browser -p no:cacheprovider --durations=8"; \
+		$(TEST_ENV) $(PY) -m pytest tests/browser -p no:cacheprovider --durations=8; \
+	else echo "$$reason"; test -z "$$VAE_BROWSER_REQUIRED"; fi
 
 lab: $(STAMP) data
 	$(PY) -m vae_helpers.lab student
