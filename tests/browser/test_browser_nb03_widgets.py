@@ -142,6 +142,7 @@ def test_every_explorer_reacts_and_survives_save_and_reopen(student_runs: dict, 
     page.locator(".jp-DirListing-itemText", has_text=NAME).dblclick()
     labdriver.wait_for_kernel_idle(page, 180)
     page.wait_for_timeout(2000)  # widget views render asynchronously after the notebook appears
+    run.dirty_after_reopen = labdriver.is_dirty(page)  # checked by the next test
     body = page.locator("body").inner_text()
     assert "Error displaying widget" not in body, "a reopened explorer shows 'Error displaying widget'"
     for what, index in cells.items():
@@ -153,3 +154,11 @@ def test_every_explorer_reacts_and_survives_save_and_reopen(student_runs: dict, 
         notes = [line for line in text.splitlines() if RERUN_NOTE.search(line)]
         assert len(notes) == 1, (f"the {what} explorer should show one line telling the learner to re-run the cell "
                                  f"after reopen; its output reads:\n{text[:800]}")
+
+
+def test_the_reopened_notebook_is_not_marked_modified(student_runs: dict, failure_pages: list) -> None:
+    run = student_runs[NAME]
+    failure_pages.append(run.page)
+    assert run.dirty_after_reopen is not None, "the explorer test above did not get as far as reopening the notebook"
+    assert run.dirty_after_reopen is False, (f"{NAME}, saved and reopened (widget state saved in it), shows unsaved "
+                                             "changes right after opening although nothing was edited")
