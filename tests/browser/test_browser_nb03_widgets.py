@@ -105,6 +105,17 @@ def _drive_interpolation(page: Any, index: int) -> None:
     _picture_after(page, strip_img, digests[3], "interpolation explorer, the path after another start digit")
 
 
+def _wait_until_drawn(page: Any, indices: list[int], timeout_s: float = 60.0) -> None:
+    """Wait until the output of every cell in ``indices`` shows a picture or a widget error (views render late)."""
+    page.wait_for_function(
+        """(indices) => indices.every(i => {
+             const area = window.jupyterapp.shell.currentWidget.content.widgets[i].node.querySelector('.jp-OutputArea');
+             return area && ([...area.querySelectorAll('img')].some(im => im.complete && im.naturalWidth > 0)
+                             || area.textContent.includes('Error displaying widget')); })""",
+        arg=indices, timeout=timeout_s * 1000)
+    page.wait_for_timeout(1000)  # the rest of a view (its note) lands with or just after its picture
+
+
 def _dismiss_dialog(page: Any, accept: str) -> None:
     """Press the button labelled ``accept`` if JupyterLab shows a dialog within a second."""
     dialog = page.locator(".jp-Dialog")
@@ -141,8 +152,8 @@ def test_every_explorer_reacts_and_survives_save_and_reopen(student_runs: dict, 
 
     page.locator(".jp-DirListing-itemText", has_text=NAME).dblclick()
     labdriver.wait_for_kernel_idle(page, 180)
-    page.wait_for_timeout(2000)  # widget views render asynchronously after the notebook appears
     run.dirty_after_reopen = labdriver.is_dirty(page)  # checked by the next test
+    _wait_until_drawn(page, list(cells.values()))
     body = page.locator("body").inner_text()
     assert "Error displaying widget" not in body, "a reopened explorer shows 'Error displaying widget'"
     for what, index in cells.items():
