@@ -38,7 +38,12 @@ def _picture_after(page: Any, img: Any, before: str, what: str, timeout_s: float
     while True:
         now = labdriver.image_digest(page, img)
         if now != before:
-            return now
+            # let the rest of this update settle (the sliders' step-rounded values the page sends back), as a
+            # learner looking at the new picture would, before the next action
+            labdriver.wait_for_kernel_idle(page, timeout_s)
+            page.wait_for_timeout(500)
+            labdriver.wait_for_kernel_idle(page, timeout_s)
+            return labdriver.image_digest(page, img)
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: the picture did not change within {timeout_s:.0f} s")
         page.wait_for_timeout(300)
