@@ -38,7 +38,12 @@ def _picture_after(page: Any, img: Any, before: str, what: str, timeout_s: float
     while True:
         now = labdriver.image_digest(page, img)
         if now != before:
-            return now
+            # let the rest of this update settle (the sliders' step-rounded values the page sends back), as a
+            # learner looking at the new picture would, before the next action
+            labdriver.wait_for_kernel_idle(page, timeout_s)
+            page.wait_for_timeout(500)
+            labdriver.wait_for_kernel_idle(page, timeout_s)
+            return labdriver.image_digest(page, img)
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: the picture did not change within {timeout_s:.0f} s")
         page.wait_for_timeout(300)
@@ -105,6 +110,17 @@ def _drive_interpolation(page: Any, index: int) -> None:
     _picture_after(page, strip_img, digests[3], "interpolation explorer, the path after another start digit")
 
 
+def _wait_until_drawn(page: Any, indices: list[int], timeout_s: float = 60.0) -> None:
+    """Wait until the output of every cell in ``indices`` shows a picture or a widget error (views render late)."""
+    page.wait_for_function(
+        """(indices) => indices.every(i => {
+             const area = window.jupyterapp.shell.currentWidget.content.widgets[i].node.querySelector('.jp-OutputArea');
+             return area && ([...area.querySelectorAll('img')].some(im => im.complete && im.naturalWidth > 0)
+                             || area.textContent.includes('Error displaying widget')); })""",
+        arg=indices, timeout=timeout_s * 1000)
+    page.wait_for_timeout(1000)  # the rest of a view (its note) lands with or just after its picture
+
+
 def _dismiss_dialog(page: Any, accept: str) -> None:
     """Press the button labelled ``accept`` if JupyterLab shows a dialog within a second."""
     dialog = page.locator(".jp-Dialog")
@@ -141,7 +157,8 @@ def test_every_explorer_reacts_and_survives_save_and_reopen(student_runs: dict, 
 
     page.locator(".jp-DirListing-itemText", has_text=NAME).dblclick()
     labdriver.wait_for_kernel_idle(page, 180)
-    page.wait_for_timeout(2000)  # widget views render asynchronously after the notebook appears
+    run.dirty_after_reopen = labdriver.is_dirty(page)  # checked by the next test
+    _wait_until_drawn(page, list(cells.values()))
     body = page.locator("body").inner_text()
     assert "Error displaying widget" not in body, "a reopened explorer shows 'Error displaying widget'"
     for what, index in cells.items():
@@ -153,3 +170,15 @@ def test_every_explorer_reacts_and_survives_save_and_reopen(student_runs: dict, 
         notes = [line for line in text.splitlines() if RERUN_NOTE.search(line)]
         assert len(notes) == 1, (f"the {what} explorer should show one line telling the learner to re-run the cell "
                                  f"after reopen; its output reads:\n{text[:800]}")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "known, upstream: with saveState on, @jupyter-widgets/jupyterlab-manager 5.0.16 marks the notebook dirty "
+    "whenever it registers a widget model (register_model -> setDirty), which restoring the saved state does on "
+    "open; remove this mark when that is fixed or worked around"))
+def test_the_reopened_notebook_is_not_marked_modified(student_runs: dict, failure_pages: list) -> None:
+    run = student_runs[NAME]
+    failure_pages.append(run.page)
+    assert run.dirty_after_reopen is not None, "the explorer test above did not get as far as reopening the notebook"
+    assert run.dirty_after_reopen is False, (f"{NAME}, saved and reopened (widget state saved in it), shows unsaved "
+                                             "changes right after opening although nothing was edited")
