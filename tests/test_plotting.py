@@ -81,3 +81,23 @@ def test_latent_manifold_decodes_each_grid_point_once():
 
     ax = plotting.latent_manifold(decode, n=4)
     assert seen == [torch.Size([16, 2])] and ax.get_title()
+
+
+def test_training_curves_whole_epoch_ticks_and_log_scale():
+    history = History(train={"kl": [1.0, 7700.0, 3.0]}, val={"kl": [2.0, 5.0, 4.0]}, seconds=[1.0] * 3)
+    ax = plotting.training_curves(history, terms=("kl",), log_scale=True)
+    ax.figure.canvas.draw()
+    assert ax.get_yscale() == "log"
+    ticks = [t for t in ax.get_xticks() if 1 <= t <= 3]
+    assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    assert plotting.training_curves(history, terms=("kl",)).get_yscale() == "linear"
+    with pytest.raises(ValueError, match="positive"):
+        plotting.training_curves(History(train={"loss": [1.0, -2.0]}, seconds=[1.0, 1.0]), log_scale=True)
+
+
+def test_kl_per_dimension_log_scale_keeps_threshold_visible():
+    ax = plotting.kl_per_dimension(torch.tensor([3.0, 0.5, 1e-4]), threshold=0.01, log_scale=True)
+    assert ax.get_yscale() == "log"
+    bottom, top = ax.get_ylim()
+    assert bottom < 0.01 < top and bottom <= 1e-4
+    assert plotting.kl_per_dimension(torch.tensor([3.0, 0.5])).get_yscale() == "linear"

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 import numpy as np
 import torch
 
@@ -96,8 +97,9 @@ def comparison_rows(rows: Sequence[ArrayLike], row_labels: Sequence[str], title:
 
 
 def training_curves(history: History, terms: Sequence[str] = ("loss",), title: str = "Training curves",
-                    ax: plt.Axes | None = None, ylabel: str = "loss per example") -> plt.Axes:
-    """Per-epoch train (solid) and validation (dashed) means of the named terms of a ``History``."""
+                    ax: plt.Axes | None = None, ylabel: str = "loss per example", log_scale: bool = False) -> plt.Axes:
+    """Per-epoch train (solid) and validation (dashed) means of the named terms of a ``History``, at whole-epoch
+    ticks; ``log_scale`` puts the values on a logarithmic axis (all must then be positive)."""
     if not isinstance(history, History):
         raise TypeError(f"history must be a vae_helpers.train.History, got {type(history).__name__}")
     ax = _axes(ax, (6, 3.5))
@@ -105,10 +107,15 @@ def training_curves(history: History, terms: Sequence[str] = ("loss",), title: s
         if term not in history.train:
             raise KeyError(f"history has no term {term!r}; it has {sorted(history.train)}")
         colour = f"C{i}"
+        if log_scale and min(history.train[term] + history.val.get(term, [])) <= 0:
+            raise ValueError(f"log_scale needs positive values, but term {term!r} has values <= 0")
         epochs = np.arange(1, len(history.train[term]) + 1)
         ax.plot(epochs, history.train[term], "-o", color=colour, ms=3, label=f"{term} (train)")
         if term in history.val:
             ax.plot(epochs[: len(history.val[term])], history.val[term], "--s", color=colour, ms=3, label=f"{term} (validation)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if log_scale:
+        ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -177,9 +184,10 @@ def latent_manifold(decode: Callable[[torch.Tensor], torch.Tensor], n: int = 20,
 
 
 def kl_per_dimension(kl: ArrayLike, threshold: float = 0.01, title: str = "Average KL per latent dimension",
-                     ax: plt.Axes | None = None) -> plt.Axes:
+                     ax: plt.Axes | None = None, log_scale: bool = False) -> plt.Axes:
     """Bars of the mean KL(q(z_d|x) || N(0, 1)) of each latent dimension ``(D,)``, sorted; dimensions below
-    ``threshold`` nats (inactive: their posterior is the prior) in grey. Introduced in notebook 02."""
+    ``threshold`` nats (inactive: their posterior is the prior) in grey; ``log_scale`` keeps small bars and the
+    threshold line visible. Introduced in notebook 02."""
     kl = kl.detach().cpu().numpy() if isinstance(kl, torch.Tensor) else np.asarray(kl, dtype=float)
     if kl.ndim != 1 or kl.size == 0:
         raise ValueError(f"kl must be a non-empty vector (latent_dim,), got shape {kl.shape}")
@@ -189,7 +197,10 @@ def kl_per_dimension(kl: ArrayLike, threshold: float = 0.01, title: str = "Avera
     ax = _axes(ax, (max(4.0, 0.35 * kl.size + 1.5), 3.2))
     colours = ["C0" if v > threshold else "lightgrey" for v in kl[order]]
     ax.bar(np.arange(kl.size), kl[order], color=colours)
-    ax.axhline(threshold, color="grey", ls=":", lw=1, label=f"{threshold:g} nats (active above)")
+    ax.axhline(threshold, color="black", ls=":", lw=1.5, label=f"{threshold:g} nats (active above)")
+    if log_scale:
+        ax.set_yscale("log")
+        ax.set_ylim(bottom=min(threshold / 3, max(kl.min(), 1e-6) / 3) if threshold > 0 else None)
     ax.set_xticks(np.arange(kl.size))
     ax.set_xticklabels([str(d + 1) for d in order], fontsize=7)
     ax.set_xlabel("latent dimension (sorted by KL)")
