@@ -323,14 +323,16 @@ _NODE_STYLE = {
 }
 
 
-def _node(ax: plt.Axes, xy: tuple[float, float], text: str, kind: str) -> None:
-    ax.text(*xy, text, ha="center", va="center", fontsize=9, bbox=_NODE_STYLE[kind], zorder=3)
+def _node(ax: plt.Axes, xy: tuple[float, float], text: str, kind: str) -> plt.Text:
+    return ax.text(*xy, text, ha="center", va="center", fontsize=9, bbox=_NODE_STYLE[kind], zorder=2)
 
 
-def _arrow(ax: plt.Axes, start: tuple[float, float], end: tuple[float, float], gradient: bool = False) -> None:
-    style = dict(arrowstyle="-|>", color="#cc0000", lw=1.5, ls="--", shrinkA=18, shrinkB=18) if gradient else \
-        dict(arrowstyle="-|>", color="black", lw=1.2, shrinkA=18, shrinkB=18)
-    ax.annotate("", xy=end, xytext=start, arrowprops=style, zorder=2)
+def _arrow(ax: plt.Axes, start: plt.Text, end: plt.Text, gradient: bool = False, offset: float = 0.0) -> None:
+    """An arrow from node ``start`` to node ``end``, cut at the edges of their boxes (dashed red: a gradient)."""
+    style = dict(arrowstyle="-|>", color="#cc0000", lw=1.5, ls="--") if gradient else dict(arrowstyle="-|>", color="black", lw=1.2)
+    (x0, y0), (x1, y1) = start.get_position(), end.get_position()
+    ax.annotate("", xy=(x1, y1 + offset), xytext=(x0, y0 + offset), zorder=3,
+                arrowprops=dict(style, patchA=start.get_bbox_patch(), patchB=end.get_bbox_patch(), shrinkA=1, shrinkB=1))
 
 
 def network_diagram(blocks: Sequence[tuple[str, str]], title: str, ax: plt.Axes | None = None) -> plt.Axes:
@@ -342,10 +344,9 @@ def network_diagram(blocks: Sequence[tuple[str, str]], title: str, ax: plt.Axes 
         if kind not in _NODE_STYLE:
             raise ValueError(f"block kind must be one of {sorted(_NODE_STYLE)}, got {kind!r} for {label!r}")
     ax = _axes(ax, (1.7 * len(blocks) + 0.5, 1.8))
-    for i, (label, kind) in enumerate(blocks):
-        _node(ax, (i, 0), label, kind)
-        if i:
-            _arrow(ax, (i - 1, 0), (i, 0))
+    nodes = [_node(ax, (i, 0), label, kind) for i, (label, kind) in enumerate(blocks)]
+    for start, end in zip(nodes, nodes[1:]):
+        _arrow(ax, start, end)
     ax.set_xlim(-0.6, len(blocks) - 0.4)
     ax.set_ylim(-0.6, 0.6)
     ax.axis("off")
@@ -358,29 +359,23 @@ def reparameterization_graph(reparameterized: bool = True, ax: plt.Axes | None =
     ``reparameterized``, as z = mu + sigma * eps with eps from outside (gradients, dashed red, reach the encoder)."""
     ax = _axes(ax, (7, 3.2))
     at = {"x": (0, 0), "enc": (1, 0), "mu": (2, 0.5), "lv": (2, -0.5), "z": (3.2, 0), "dec": (4.3, 0), "loss": (5.4, 0)}
-    _node(ax, at["x"], "x", "data")
-    _node(ax, at["enc"], "encoder\n$\\phi$", "layer")
-    _node(ax, at["mu"], "$\\mu$", "code")
-    _node(ax, at["lv"], "$\\log\\sigma^2$", "code")
+    node = {"x": _node(ax, at["x"], "x", "data"), "enc": _node(ax, at["enc"], "encoder\n$\\phi$", "layer"),
+            "mu": _node(ax, at["mu"], "$\\mu$", "code"), "lv": _node(ax, at["lv"], "$\\log\\sigma^2$", "code")}
     if reparameterized:
-        at["eps"] = (3.2, -1.1)
-        _node(ax, at["eps"], "$\\varepsilon$\n~N(0, I)", "random")
-        _node(ax, at["z"], "$z = \\mu + \\sigma \\odot \\varepsilon$", "code")
-        _arrow(ax, at["eps"], at["z"])
+        node["eps"] = _node(ax, (3.2, -1.1), "$\\varepsilon$\n~N(0, I)", "random")
+        node["z"] = _node(ax, at["z"], "$z = \\mu + \\sigma \\odot \\varepsilon$", "code")
+        _arrow(ax, node["eps"], node["z"])
     else:
-        _node(ax, at["z"], "$z$ ~\nN($\\mu$, $\\sigma^2$)", "random")
-    _node(ax, at["dec"], "decoder\n$\\theta$", "layer")
-    _node(ax, at["loss"], "$-$ELBO", "loss")
-    for a, b in [("x", "enc"), ("enc", "mu"), ("enc", "lv"), ("mu", "z"), ("lv", "z"), ("z", "dec"), ("dec", "loss"), ("x", "loss")]:
-        if (a, b) == ("x", "loss"):
-            ax.annotate("", xy=(at["loss"][0], 0.25), xytext=(at["x"][0], 0.25),
-                        arrowprops=dict(arrowstyle="-|>", color="grey", lw=0.8, connectionstyle="arc3,rad=-0.25"))
-            continue
-        _arrow(ax, at[a], b and at[b])
+        node["z"] = _node(ax, at["z"], "$z$ ~\nN($\\mu$, $\\sigma^2$)", "random")
+    node["dec"] = _node(ax, at["dec"], "decoder\n$\\theta$", "layer")
+    node["loss"] = _node(ax, at["loss"], "$-$ELBO", "loss")
+    for a, b in [("x", "enc"), ("enc", "mu"), ("enc", "lv"), ("mu", "z"), ("lv", "z"), ("z", "dec"), ("dec", "loss")]:
+        _arrow(ax, node[a], node[b])
+    ax.annotate("", xy=(at["loss"][0], 0.25), xytext=(at["x"][0], 0.25),
+                arrowprops=dict(arrowstyle="-|>", color="grey", lw=0.8, connectionstyle="arc3,rad=-0.25"))
     back = [("loss", "dec"), ("dec", "z")] + ([("z", "mu"), ("z", "lv"), ("mu", "enc"), ("lv", "enc")] if reparameterized else [])
     for a, b in back:
-        start, end = np.array(at[a]) + [0, 0.12], np.array(at[b]) + [0, 0.12]
-        _arrow(ax, tuple(start), tuple(end), gradient=True)
+        _arrow(ax, node[a], node[b], gradient=True, offset=0.12)
     ax.plot([], [], "--", color="#cc0000", label="gradient")
     if not reparameterized:
         ax.text(2.6, -1.0, "no gradient through a random draw:\nthe encoder gets no signal from the decoder",
