@@ -170,3 +170,15 @@ def test_network_diagram_and_reparameterization_graph():
     with_trick, without = plotting.reparameterization_graph(True), plotting.reparameterization_graph(False)
     assert "varepsilon" in texts(with_trick) and "varepsilon" not in texts(without)
     assert gradient_arrows(with_trick) == 6 and gradient_arrows(without) == 2  # only the trick lets gradients reach phi
+
+
+@pytest.mark.parametrize("num_epochs", [1, 3, 40])
+def test_training_curves_ticks_are_whole_epochs_and_legend_is_off_the_data(num_epochs):
+    history = History(train={"loss": list(np.linspace(5, 1, num_epochs))}, seconds=[1.0] * num_epochs)
+    ax = plotting.training_curves(history)
+    ax.figure.canvas.draw()
+    low, high = ax.get_xlim()
+    ticks = [t for t in ax.get_xticks() if low <= t <= high]
+    assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    legend_box = ax.get_legend().get_window_extent()
+    assert legend_box.y1 <= ax.get_window_extent().y0  # drawn under the axes, not over the curves

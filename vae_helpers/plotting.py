@@ -113,13 +113,17 @@ def training_curves(history: History, terms: Sequence[str] = ("loss",), title: s
         ax.plot(epochs, history.train[term], "-o", color=colour, ms=3, label=f"{term} (train)")
         if term in history.val:
             ax.plot(epochs[: len(history.val[term])], history.val[term], "--s", color=colour, ms=3, label=f"{term} (validation)")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    num_epochs = len(history.train[terms[0]]) if terms else 0
+    if num_epochs <= 15:
+        ax.set_xticks(np.arange(1, num_epochs + 1))
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if log_scale:
         ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend()
+    ax.legend(fontsize=8, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)  # below, off the data
     ax.grid(alpha=0.3)
     return ax
 
