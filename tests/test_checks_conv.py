@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from learner_copies import own_copy
 
 from vae_helpers import checks, models
 
@@ -33,7 +34,7 @@ SIZE_WRONG = {
 
 
 def test_conv_output_size_checker_passes_the_reference(capsys):
-    checks.check_conv_output_size(models.conv_output_size)
+    checks.check_conv_output_size(own_copy(models.conv_output_size))
     checks.check_conv_output_size(size_right)
     checks.check_conv_output_size(lambda n, k, s, p: float(size_right(n, k, s, p)))  # 14.0 is a whole number
     checks.check_conv_output_size(lambda n, k, s, p: torch.tensor(size_right(n, k, s, p)))
@@ -75,7 +76,6 @@ DECODE_WRONG = {
 
 
 def test_conv_decode_checker_passes_the_reference(capsys):
-    checks.check_conv_decode(lambda m, z: m.decode(z))
     checks.check_conv_decode(decode_right)
     assert capsys.readouterr().out.startswith("✓")
 
@@ -113,7 +113,7 @@ INTERP_WRONG = {
 
 
 def test_interpolate_latents_checker_passes_the_reference(capsys):
-    checks.check_interpolate_latents(models.interpolate_latents)
+    checks.check_interpolate_latents(own_copy(models.interpolate_latents))
     checks.check_interpolate_latents(lerp_right)
     checks.check_interpolate_latents(lambda a, b, n: torch.stack([torch.lerp(a, b, float(t)) for t in torch.linspace(0, 1, n)]))
     assert capsys.readouterr().out.startswith("✓")

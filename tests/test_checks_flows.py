@@ -5,8 +5,14 @@ import torch
 import torch.nn.functional as F
 
 from vae_helpers import checks
-from vae_helpers.flows import constrain_u, flow_free_energy, planar_transform
+from vae_helpers import flows
+from learner_copies import own_copy
 from vae_helpers.losses import gaussian_kl, gaussian_log_likelihood, standard_normal_log_density
+
+# the references as a learner who typed the same code hands them in (the reference itself is refused)
+planar_transform = own_copy(flows.planar_transform)
+constrain_u = own_copy(flows.constrain_u)
+flow_free_energy = own_copy(flows.flow_free_energy)
 
 
 # ----------------------------------------------------------------------------- planar transform

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from learner_copies import own_copy
 
 from vae_helpers import checks, losses, models
 
@@ -35,7 +36,6 @@ KL_WRONG = {
 
 
 def test_gaussian_kl_checker_passes_the_reference(capsys):
-    checks.check_gaussian_kl(losses.gaussian_kl)
     checks.check_gaussian_kl(kl_right)
     assert capsys.readouterr().out.startswith("✓")
 
@@ -77,7 +77,7 @@ LL_WRONG = {
 
 
 def test_gaussian_log_likelihood_checker_passes_the_reference(capsys):
-    checks.check_gaussian_log_likelihood(losses.gaussian_log_likelihood)
+    checks.check_gaussian_log_likelihood(own_copy(losses.gaussian_log_likelihood))
     checks.check_gaussian_log_likelihood(lambda x, mu, lv: loglik(x, mu, lv))
     assert capsys.readouterr().out.startswith("✓")
 
@@ -109,7 +109,7 @@ REPARAM_WRONG = {
 
 def test_reparameterize_checker_passes_the_reference_and_keeps_the_global_rng(capsys, global_rng_untouched):
     with global_rng_untouched():
-        checks.check_reparameterize(models.reparameterize)
+        checks.check_reparameterize(own_copy(models.reparameterize))
         checks.check_reparameterize(lambda mu, lv: mu + torch.sqrt(torch.exp(lv)) * torch.randn_like(mu))
     assert capsys.readouterr().out.startswith("✓")
 
@@ -150,7 +150,6 @@ NEG_ELBO_WRONG = {
 
 def test_negative_elbo_checker_passes_the_reference(capsys):
     checks.check_negative_elbo(lambda m, x: sum(neg_elbo_terms(m, x)).mean())
-    checks.check_negative_elbo(lambda m, x: losses.vae_loss(m, x)["loss"])
     assert capsys.readouterr().out.startswith("✓")
 
 

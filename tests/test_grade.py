@@ -188,7 +188,7 @@ def test_hidden_tests_count_and_edited_or_deleted_cells_do_not_help(student_fixt
     results = by_id(report)
     assert report.status == "graded" and report.score == 0, grade.format_report(report)
     assert "must be 0" in results["fx-kl-check"].message  # the hidden test's assertion
-    assert results["fx-sq-check"].message.startswith("AssertionError: squared_error is not implemented")
+    assert results["fx-sq-check"].message.startswith("CheckFailed: squared_error is not implemented")
     assert results["fx-prior"].status == "missing"
 
 

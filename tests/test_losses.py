@@ -220,3 +220,52 @@ def test_iwae_bound_is_computed_in_chunks_and_restores_training_mode():
 def test_bad_inputs_raise_clear_errors(call, error):
     with pytest.raises(error):
         call()
+
+
+def test_iwae_bound_progress_bar_counts_every_input_and_changes_nothing(capsys):
+    from vae_helpers.models import VAE, VAEConfig
+
+    torch.manual_seed(0)
+    model, x = VAE(VAEConfig(latent_dim=2, hidden_dim=8)), torch.rand(7, 784)
+    torch.manual_seed(1)
+    quiet = losses.iwae_bound(model, x, k=5, batch_size=3)
+    torch.manual_seed(1)
+    shown = losses.iwae_bound(model, x, k=5, batch_size=3, progress=True)
+    assert torch.equal(quiet, shown)
+    err = capsys.readouterr().err
+    assert "IWAE bound, k = 5" in err and "/7 " in err  # a bar over the 7 inputs
+
+
+# ----------------------------------------------------------------------------- silently wrong input (issue 17)
+
+
+@pytest.mark.parametrize("x, hint", [
+    (torch.randint(0, 256, (4, 784)).float(), "divide by 255"),
+    (torch.rand(4, 784) * 2 - 1, r"\(x \+ 1\) / 2"),
+    (torch.full((4, 784), 3000.0), "pixel intensities or 0/1"),
+    (torch.full((4, 784), float("nan")), "NaN"),
+])
+def test_bernoulli_likelihood_refuses_data_outside_the_unit_interval(x, hint):
+    with pytest.raises(ValueError, match=r"expected x with values in \[0, 1\].*" + hint):
+        losses.bernoulli_log_likelihood(x, torch.zeros(4, 784))
+
+
+def test_bernoulli_likelihood_takes_every_valid_target():
+    logits = draw((3, 5), 1)
+    for x in (torch.rand(3, 5, dtype=torch.float64), torch.zeros(3, 5, dtype=torch.float64),
+              torch.ones(3, 5, dtype=torch.float64), torch.randint(0, 2, (3, 5)).double(), torch.rand(3, 5) > 0.5):
+        expected = -torch.nn.functional.binary_cross_entropy_with_logits(logits, x.double(), reduction="none").sum(-1)
+        assert torch.allclose(losses.bernoulli_log_likelihood(x, logits).double(), expected)
+
+
+def test_a_vae_trained_on_0_255_images_says_what_to_do():
+    model = models.VAE(models.VAEConfig(latent_dim=2, hidden_dim=8))
+    with pytest.raises(ValueError, match="divide by 255"):
+        losses.vae_loss(model, torch.randint(0, 256, (5, 784)).float())
+
+
+@pytest.mark.parametrize("beta, err", [(float("nan"), ValueError), (float("inf"), ValueError), (True, TypeError),
+                                       ("1", TypeError)])
+def test_elbo_refuses_a_beta_that_is_not_a_finite_number(beta, err):
+    with pytest.raises(err, match="beta must be"):
+        losses.elbo(torch.zeros(3), torch.zeros(3), beta=beta)

@@ -204,3 +204,53 @@ def test_vae_base_is_the_interface_other_models_build_on():
     assert losses.vae_loss(model, x, num_samples=2)["loss"].dim() == 0
     assert model.mean_image(torch.zeros(1, 2)).shape == (1, 6)
     assert math.isfinite(losses.vae_loss(model, x)["kl"].item())
+
+
+# ----------------------------------------------------------------------------- clear errors for bad input (issue 17)
+
+
+def _models_784():
+    return [models.Autoencoder(models.AEConfig(hidden_dim=8, latent_dim=3)),
+            models.VAE(models.VAEConfig(hidden_dim=8, latent_dim=3)),
+            models.VAE(models.VAEConfig(hidden_dim=8, latent_dim=3, likelihood="gaussian"))]
+
+
+@pytest.mark.parametrize("index", [0, 1, 2])
+@pytest.mark.parametrize("x, err, match", [
+    (torch.randint(0, 256, (4, 784), dtype=torch.uint8), TypeError,
+     r"expected images of shape \(B, 784\) or \(B, 1, 28, 28\) with values in \[0, 1\], got torch.uint8 pixels in \[0, 255\]: divide by 255"),
+    (torch.zeros(4, 3, 28, 28), ValueError, r"expected images of shape \(B, 784\).*got shape \(4, 3, 28, 28\)"),
+    (torch.zeros(4, 32, 32), ValueError, r"got shape \(4, 32, 32\)"),
+    (torch.zeros(0, 784), ValueError, "empty batch"),
+    (torch.zeros(784), ValueError, r"got shape \(784,\)"),
+])
+def test_encoders_name_what_they_expected(index, x, err, match):
+    with pytest.raises(err, match=match):
+        _models_784()[index].encode(x)
+
+
+@pytest.mark.parametrize("index", [0, 1, 2])
+@pytest.mark.parametrize("z, err, match", [
+    (torch.zeros(4, 5), ValueError, r"expected codes z of shape \(B, 3\), got shape \(4, 5\).*latent_dim is 3"),
+    (torch.zeros(3), ValueError, r"shape \(3,\)"),
+    (torch.zeros(0, 3), ValueError, "empty batch"),
+    (torch.zeros(4, 3, dtype=torch.long), TypeError, "float codes"),
+])
+def test_decoders_name_what_they_expected(index, z, err, match):
+    with pytest.raises(err, match=match):
+        _models_784()[index].decode(z)
+
+
+def test_models_take_flat_and_square_float_images():
+    for model in _models_784():
+        for x in (torch.rand(2, 784), torch.rand(2, 1, 28, 28), torch.rand(2, 28, 28), torch.rand(2, 784, dtype=torch.float64).float()):
+            out = model.encode(x)
+            codes = out if isinstance(out, torch.Tensor) else out[0]
+            assert codes.shape == (2, 3)
+            model.decode(codes)
+
+
+def test_log_likelihood_names_uint8_images():
+    model = models.VAE(models.VAEConfig(hidden_dim=8, latent_dim=3))
+    with pytest.raises(TypeError, match="divide by 255"):
+        model.log_likelihood(torch.randint(0, 256, (4, 784), dtype=torch.uint8), torch.zeros(4, 3))

@@ -151,3 +151,19 @@ def test_layer_summary_of_a_plain_network():
         layer_summary(net, (1, -28, 28))
     with pytest.raises(TypeError):
         layer_summary("net", (784,))
+
+
+@pytest.mark.parametrize("bad", [dict(strides=(1, 2.0, 1, 1)), dict(kernel_size=3.0), dict(strides=(1, True, 1, 1))])
+def test_config_rejects_floats_and_bools_where_ints_belong(bad):
+    with pytest.raises(ValueError, match="must be int"):
+        ConvVAEConfig(**bad)
+
+
+def test_conv_vae_names_what_it_expected():
+    model = ConvVAE(LAYOUTS[0])
+    with pytest.raises(TypeError, match="divide by 255"):
+        model.encode(torch.randint(0, 256, (2, 1, 28, 28), dtype=torch.uint8))
+    with pytest.raises(ValueError, match="empty batch"):
+        model.encode(torch.zeros(0, 1, 28, 28))
+    with pytest.raises(ValueError, match=rf"expected codes z of shape \(B, {LAYOUTS[0].latent_dim}\)"):
+        model.decode(torch.zeros(2, LAYOUTS[0].latent_dim + 1))

@@ -182,3 +182,29 @@ def test_training_curves_ticks_are_whole_epochs_and_legend_is_off_the_data(num_e
     assert ticks and all(float(t).is_integer() for t in ticks), ticks
     legend_box = ax.get_legend().get_window_extent()
     assert legend_box.y1 <= ax.get_window_extent().y0  # drawn under the axes, not over the curves
+
+
+@pytest.mark.parametrize("bad, err, match", [
+    (torch.rand(4, 3, 28, 28), ValueError, r"got shape \(4, 3, 28, 28\).*colour"),  # 4*3*784 divides by 784
+    (torch.rand(2, 56, 56), ValueError, r"got shape \(2, 56, 56\)"),  # 2*3136 = 8*784
+    (torch.rand(8, 98, 8), ValueError, r"got shape \(8, 98, 8\)"),
+    (torch.rand(0, 784), ValueError, r"got shape \(0, 784\)"),
+    (torch.randint(0, 256, (3, 784)).float(), ValueError, "divide by 255"),
+    (torch.rand(3, 784) * 2 - 1, ValueError, r"values in \[-"),
+    ([[0.0] * 784], TypeError, "tensor or array"),
+])
+def test_gallery_refuses_what_is_not_a_batch_of_grey_mnist_images(bad, err, match):
+    with pytest.raises(err, match=match):
+        plotting.gallery(bad)
+
+
+def test_gallery_refuses_bad_ncols_and_too_many_labels():
+    with pytest.raises(ValueError, match="ncols"):
+        plotting.gallery(torch.rand(3, 784), ncols=True)
+    with pytest.raises(ValueError, match="labels"):
+        plotting.gallery(torch.rand(3, 784), labels=[1, 2, 3, 4])
+
+
+def test_gallery_takes_numpy_and_binary_images():
+    ax = plotting.gallery(np.random.default_rng(0).random((4, 28, 28)), ncols=2)
+    plotting.gallery((torch.rand(4, 1, 28, 28) > 0.5).float(), ax=ax)

@@ -52,3 +52,37 @@ def test_main_refuses_non_notebooks(tmp_path, capsys):
     (tmp_path / "x.txt").write_text("hi")
     assert runner.main([str(tmp_path / "x.txt"), "--out", str(tmp_path)]) == 2
     assert "not notebook files" in capsys.readouterr().err
+
+
+def test_main_refuses_an_out_that_is_a_file(tmp_path, capsys):
+    nb = tmp_path / "a.ipynb"
+    nbformat.write(notebook("1 + 1"), nb)
+    out = tmp_path / "out"
+    out.write_text("precious")
+    assert runner.main([str(nb), "--out", str(out)]) == 2
+    assert "is a file; expected a folder" in capsys.readouterr().err
+    assert out.read_text() == "precious"
+
+
+@pytest.mark.slow
+def test_one_bad_notebook_does_not_stop_the_others(tmp_path, capsys):
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    first, same_name = tmp_path / "one" / "a.ipynb", tmp_path / "two" / "a.ipynb"
+    nbformat.write(notebook("print('first')"), first)
+    nbformat.write(notebook("print('second')"), same_name)
+    broken = tmp_path / "broken.ipynb"
+    broken.write_text('{"cells": [')  # not valid JSON
+    good = tmp_path / "good.ipynb"
+    nbformat.write(notebook("from vae_helpers import config", "config.headline('answer', 42, 'units')"), good)
+    out = tmp_path / "out"
+    status = runner.main([str(first), str(same_name), str(broken), str(good), "--out", str(out), "--fast", "--timeout", "60"])
+    printed = capsys.readouterr().out
+    assert status == 1
+    table = printed[printed.index("notebook "):]
+    assert "same file name" in table and str(same_name) in table
+    assert "broken.ipynb" in table and "not a valid notebook" in table
+    assert "answer = 42.00 units" in table
+    executed = nbformat.read(out / "a.ipynb", as_version=4)
+    assert "first" in runner.cell_text_outputs(executed.cells[0]), "the first a.ipynb's copy is not overwritten"
+    assert sorted(p.name for p in out.iterdir()) == ["a.ipynb", "good.ipynb"]

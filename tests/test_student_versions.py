@@ -78,7 +78,7 @@ def test_student_version_fails_exactly_in_its_exercise_cells(graded_student: tup
         label = f"{path.name} cell {index + 1} ({meta.get('grade_id', 'ordinary')})"
         if grade.is_check_cell(cell):
             assert errors, f"{label}: a check cell passed without a solution"
-            assert errors[0]["ename"] in ("AssertionError", "NotImplementedError"), \
+            assert errors[0]["ename"] in ("CheckFailed", "AssertionError", "NotImplementedError"), \
                 f"{label}: failed for another reason: {errors[0]['ename']}: {errors[0]['evalue']}"
         elif cell.cell_type == "code" and not meta.get("solution"):
             assert not errors, (f"{label} failed in the student version, so it depends on a learner's answer: "

@@ -1,7 +1,10 @@
 """vae_helpers.train: the fit loop, History, seeding, devices and checkpoints."""
 
 import json
+import math
+import os
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -190,3 +193,213 @@ def test_failed_save_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         train.save_checkpoint(tmp_path / "m.pt", nn.Linear(2, 2))
     assert list(tmp_path.iterdir()) == []
+
+
+# --- reliability (issue 17): nothing lost, nothing silently wrong ---------------------------------------
+
+
+def _exploding_after(calls_before_nan: int):
+    """A loss that turns NaN from its ``calls_before_nan + 1``-th training call on (as a diverging run does)."""
+    count = {"n": 0}
+
+    def loss(model, batch):
+        terms = mse_terms(model, batch)
+        if model.training:
+            count["n"] += 1
+            if count["n"] > calls_before_nan:
+                terms["loss"] = terms["loss"] * float("inf") * 0.0  # NaN, with a NaN gradient into every weight
+        return terms
+
+    return loss
+
+
+@pytest.mark.parametrize("ratio", [0, 10**9])  # a snapshot at every sync point, or only the one at the start
+@pytest.mark.parametrize("nan_from_call", [1, 2, 7, 9, 40])
+def test_a_non_finite_loss_leaves_the_last_finite_weights_in_the_model(nan_from_call, ratio, monkeypatch):
+    monkeypatch.setattr(train, "SNAPSHOT_COST_RATIO", ratio)
+    data = regression_problem(n=256)
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    # the reference: the same run stopped by hand just before the bad batch
+    torch.manual_seed(0)
+    reference = nn.Linear(3, 1)
+    ref_opt = torch.optim.Adam(reference.parameters(), lr=0.01)
+    with pytest.raises(FloatingPointError, match="last weights that gave a finite loss"):
+        train.fit(model, _exploding_after(nan_from_call - 1), data, num_epochs=3, batch_size=8, optimizer=optimizer,
+                  progress=False, seed=5)
+    assert all(torch.isfinite(p).all() for p in model.parameters()), "NaN reached the weights"
+    for state in optimizer.state.values():
+        assert all(torch.isfinite(v).all() for v in state.values() if isinstance(v, torch.Tensor))
+    # the restored weights are ones this run really had at a sync point before the bad batch
+    states = []
+
+    def record(m, b):
+        states.append([p.detach().clone() for p in m.parameters()])
+        return mse_terms(m, b)
+
+    train.fit(reference, record, data, num_epochs=3, batch_size=8, optimizer=ref_opt, progress=False, seed=5)
+    earlier = states[: nan_from_call]  # weights used by the calls before the first NaN one
+    matches = [i for i, s in enumerate(earlier) if all(torch.equal(a, b) for a, b in zip(model.parameters(), s))]
+    assert matches, "the model holds weights this run never had before the bad batch"
+    if ratio == 0:  # a snapshot at every sync point (every batch here): the newest weights proven by a finite loss
+        assert matches[-1] == max(nan_from_call - 2, 0)
+    # and training can go on from there with the same optimizer
+    history = train.fit(model, mse_terms, data, num_epochs=1, batch_size=8, optimizer=optimizer, progress=False)
+    assert math.isfinite(history.last("loss"))
+
+
+def test_non_finite_guard_keeps_to_the_sync_points_it_already_has(monkeypatch):
+    """The guard reads losses from the device only at the loop's existing sync points (not once per batch)."""
+    reads = []
+    real = train._first_not_finite
+    monkeypatch.setattr(train, "_first_not_finite", lambda losses: reads.append(losses.numel()) or real(losses))
+    train.fit(nn.Linear(3, 1), mse_terms, regression_problem(n=4000), num_epochs=1, batch_size=10, progress=False)
+    assert len(reads) <= 21 and sum(reads) == 400
+
+
+def test_failed_save_keeps_the_previous_checkpoint_pair(tmp_path):
+    model = nn.Linear(2, 2)
+    path = train.save_checkpoint(tmp_path / "m.pt", model, extra={"version": 1})
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    with pytest.raises(TypeError, match="JSON values.*Nothing was written"):
+        train.save_checkpoint(path, model, extra={"version": 2, "best": torch.tensor(1.0)})
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    other = nn.Linear(2, 2)
+    assert train.load_checkpoint(path, other)["extra"] == {"version": 1}
+    assert not torch.equal(other.weight, model.weight)
+
+
+def test_a_crash_between_the_two_renames_is_detected_on_load(tmp_path, monkeypatch):
+    model = nn.Linear(2, 2)
+    path = train.save_checkpoint(tmp_path / "m.pt", model)
+    real_replace = os.replace
+    renamed = []
+
+    def crash_after_first(src, dst):
+        if renamed:
+            raise KeyboardInterrupt  # the laptop lid closes between the two renames
+        renamed.append(dst)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", crash_after_first)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    with pytest.raises(KeyboardInterrupt):
+        train.save_checkpoint(path, model)
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt", "m.pt.json"], "no temporary files left"
+    with pytest.raises(ValueError, match="do not belong together"):
+        train.load_checkpoint(path, nn.Linear(2, 2))
+
+
+def test_disk_full_during_save_changes_nothing_and_says_so(tmp_path, monkeypatch):
+    import errno
+
+    path = train.save_checkpoint(tmp_path / "m.pt", nn.Linear(2, 2))
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    real_open = open
+
+    def full_disk_open(file, mode="r", *args, **kwargs):
+        if "w" in mode and str(file).endswith(".part") and "json" in str(file):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", full_disk_open)
+    with pytest.raises(OSError, match="disk is full.*nothing was changed"):
+        train.save_checkpoint(path, nn.Linear(2, 2))
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_bad_checkpoint_files_are_explained(tmp_path):
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match="is empty.*save_checkpoint"):
+        train.load_checkpoint(empty, nn.Linear(2, 2))
+    truncated = tmp_path / "cut.pt"
+    good = train.save_checkpoint(tmp_path / "good.pt", nn.Linear(2, 2))
+    truncated.write_bytes(good.read_bytes()[:100])
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        train.load_checkpoint(truncated, nn.Linear(2, 2))
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    with pytest.raises(ValueError, match="is a folder"):
+        train.load_checkpoint(folder, nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="is a folder"):
+        train.save_checkpoint(folder, nn.Linear(2, 2))
+
+
+def test_history_stays_in_step_when_validation_starts_later():
+    import matplotlib.pyplot as plt
+
+    from vae_helpers import plotting
+
+    data = regression_problem()
+    model = nn.Linear(3, 1)
+    history = train.fit(model, mse_terms, data, num_epochs=2, progress=False)
+    train.fit(model, mse_terms, data, val_x=data[:64], num_epochs=2, progress=False, history=history)
+    assert len(history.val["loss"]) == len(history.train["loss"]) == len(history) == 4
+    assert [math.isnan(v) for v in history.val["loss"]] == [True, True, False, False]
+    ax = plotting.training_curves(history)
+    val_line = next(line for line in ax.lines if "validation" in line.get_label())
+    xy = val_line.get_xydata()
+    assert xy[np.isfinite(xy[:, 1]), 0].tolist() == [3.0, 4.0], "validation values belong to epochs 3 and 4"
+    plt.close(ax.figure)
+    restored = train.History.from_dict(json.loads(json.dumps(history.to_dict(), allow_nan=False)))
+    assert restored.train == history.train and [math.isnan(v) for v in restored.val["loss"]] == [True, True, False, False]
+
+
+def test_history_stays_in_step_when_validation_is_interrupted():
+    data = regression_problem()
+    model = nn.Linear(3, 1)
+
+    def interrupted_in_epoch_2(m, b):
+        if not m.training and len(calls) == 1:
+            raise KeyboardInterrupt
+        if not m.training:
+            calls.append(1)
+        return mse_terms(m, b)
+
+    calls: list[int] = []
+    history = train.History()
+    with pytest.raises(KeyboardInterrupt):
+        train.fit(model, interrupted_in_epoch_2, data, val_x=data[:64], num_epochs=3, progress=False, history=history)
+    assert len(history) == 2 and len(history.train["loss"]) == 2 and len(history.val["loss"]) == 2
+    assert math.isfinite(history.val["loss"][0]) and math.isnan(history.val["loss"][1])
+    train.fit(model, mse_terms, data, val_x=data[:64], num_epochs=1, progress=False, history=history)
+    assert len(history.val["loss"]) == len(history.train["loss"]) == len(history) == 3
+
+
+@pytest.mark.parametrize("kwargs, err", [
+    ({"lr": True}, TypeError),
+    ({"lr": float("nan")}, ValueError),
+    ({"lr": float("inf")}, ValueError),
+    ({"lr": "1e-3"}, TypeError),
+    ({"clip_grad_norm": True}, TypeError),
+    ({"time_budget": float("nan")}, ValueError),
+    ({"seed": 1.5}, TypeError),
+])
+def test_fit_rejects_values_that_only_look_like_numbers(kwargs, err):
+    with pytest.raises(err, match=list(kwargs)[0]):
+        train.fit(nn.Linear(3, 1), mse_terms, regression_problem(n=8), progress=False, **kwargs)
+
+
+def test_fit_seed_alone_does_not_repeat_a_run_and_the_docstring_says_so():
+    data = regression_problem(n=64)
+
+    def noisy(m, b):  # randomness inside the loss, as the reparameterisation trick has
+        terms = mse_terms(m, b + 0.1 * torch.randn_like(b))
+        return terms
+
+    def run(global_seed):
+        if global_seed is not None:
+            train.seed_everything(global_seed)
+        return train.fit(nn.Linear(3, 1), noisy, data, num_epochs=2, batch_size=16, progress=False, seed=0).train["loss"]
+
+    assert run(None) != run(None), "seed= alone fixes only the batch order"
+    assert run(4) == run(4), "seed_everything before building the model makes two runs equal"
+    doc = " ".join(train.fit.__doc__.replace("``", "").split())
+    assert "seed_everything(seed) before building the model" in doc and "only the order of the batches" in doc

@@ -130,3 +130,43 @@ def test_headless_execution_keeps_a_png_beside_the_widget(tmp_path):
     assert {"image/png", WIDGET_MIME, "text/plain"} <= set(output["data"])
     read_png(base64.b64decode(output["data"]["image/png"]))
     assert "Box(" not in output["data"]["text/plain"]
+
+
+def test_reset_lands_exactly_on_the_start_code_even_after_the_sliders_round_it():
+    model = tiny_model(16)
+    start = torch.linspace(-1.234, 2.345, 16)
+    explorer = widgets.latent_explorer(model, start=start)
+    first = explorer.image.value
+    for s in explorer.sliders:  # the front end snaps each slider to its 0.05 grid and sends that back
+        s.value = round(s.value / s.step) * s.step
+    assert torch.equal(explorer.z(), start), "a rounding echo of the slider must not move the code"
+    explorer.sample_button.click()
+    assert not torch.equal(explorer.z(), start)
+    explorer.reset_button.click()
+    assert torch.equal(explorer.z(), start)
+    assert explorer.image.value == first
+    explorer.sliders[3].value = 0.5  # a real move is taken
+    assert explorer.z()[3] == 0.5 and explorer.image.value != first
+
+
+def test_slider_range_holds_the_start_code_and_the_codes():
+    model = tiny_model(2)
+    codes = torch.cat([torch.randn(200, 2), torch.tensor([[4.2, -3.9]])]).repeat(3, 1)
+    explorer = widgets.latent_explorer(model, codes=codes, start=torch.tensor([4.2, -3.9]))
+    assert explorer.limit >= 4.2 and explorer.sliders[0].max == explorer.limit
+    assert torch.allclose(explorer.z(), torch.tensor([4.2, -3.9]))  # not clipped to +-3
+    assert widgets.latent_explorer(model).limit == 3.0
+    with pytest.raises(ValueError, match="limit"):
+        widgets.latent_explorer(model, limit=-1)
+
+
+def test_every_explorer_says_how_to_bring_it_back_and_the_strip_keeps_its_shape():
+    model = tiny_model(2)
+    explorers = [widgets.latent_explorer(model), widgets.interpolation_explorer(model, torch.rand(4, 784), 0, 3)]
+    for explorer in explorers:
+        notes = [w.value for w in explorer.widget.children if isinstance(w, widgets.W.HTML)]
+        assert any("run this cell again" in n for n in notes)
+    strip = explorers[1].strip
+    height, width = read_png(strip.value).shape[:2]
+    assert (strip.width, strip.height) == (str(width), str(height)), "shown at its own size"
+    assert strip.layout.align_self == "flex-start", "a stretched flex item would distort the strip"

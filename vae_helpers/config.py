@@ -28,8 +28,11 @@ def pick(full: T, fast: T) -> T:
     return fast if is_fast() else full
 
 
-def headline(name: str, value: float, unit: str = "", digits: int = 2) -> str:
-    """Print (and return) the notebook's headline metric in the line format ``make run`` collects."""
+def headline(name: str, value: float, unit: str = "", digits: int = 2) -> None:
+    """Print the notebook's headline metric in the line format ``make run`` collects.
+
+    Returns nothing, so a cell that ends with this call shows the line once (not again as ``Out[ ]``).
+    """
     if not isinstance(name, str) or not name.strip():
         raise TypeError("headline name must be a non-empty string")
     if not isinstance(value, (int, float)) or isinstance(value, bool):
@@ -37,6 +40,4 @@ def headline(name: str, value: float, unit: str = "", digits: int = 2) -> str:
     if not math.isfinite(value):
         raise ValueError(f"headline value must be finite, got {value}")
     text = f"{value:.{digits}f}" + (f" {unit}" if unit else "")
-    line = f"{HEADLINE_PREFIX} {name} = {text}"
-    print(line)
-    return line
+    print(f"{HEADLINE_PREFIX} {name} = {text}")

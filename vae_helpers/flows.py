@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._progress import progress_bar
 from .losses import elbo, gaussian_log_likelihood, standard_normal_log_density
 from .models import VAE, Decoder, Encoder, VAEBase, VAEConfig, reparameterize
 
@@ -369,15 +370,15 @@ def box_wall(z: torch.Tensor, limit: float = 4.0, width: float = 0.2) -> torch.T
 
 def fit_planar_flows_2d(energies: Sequence[Energy], num_flows: Sequence[int], num_steps: int = 4000,
                         batch_size: int = 256, lr: float = 2e-2, anneal_steps: int | None = None,
-                        box: float | None = 4.0, seed: int = 0) -> tuple[PlanarFlowBank, torch.Tensor]:
+                        box: float | None = 4.0, seed: int = 0, progress: bool = True) -> tuple[PlanarFlowBank, torch.Tensor]:
     """Fit a planar flow from N(0, I) to every (energy, K) pair at once by minimising the reverse KL.
 
     Minimises E_q0[log q_0(z_0) - Σ log-det + β_t U(z_K)] with β_t rising linearly from 0.01 to 1
     over ``anneal_steps`` (default: the first 30 %); Adam with a cosine decay of the learning rate to
     a tenth. ``box`` adds ``box_wall(z, box)`` to every energy (U2-U4 do not decay along z1).
     Model ``i * len(num_flows) + j`` fits ``energies[i]`` with ``num_flows[j]`` layers. Runs on one
-    CPU thread (tiny tensors). Returns the bank and each model's loss at β = 1, i.e.
-    KL(q_K || p) - log Z, per step: ``(num_steps, M)``.
+    CPU thread (tiny tensors). ``progress`` shows a bar over the steps. Returns the bank and each
+    model's loss at β = 1, i.e. KL(q_K || p) - log Z, per step: ``(num_steps, M)``.
     """
     if not energies or not all(callable(e) for e in energies):
         raise ValueError("energies must be a non-empty list of functions z (N, 2) -> (N,)")
@@ -395,6 +396,7 @@ def fit_planar_flows_2d(energies: Sequence[Energy], num_flows: Sequence[int], nu
     history = torch.zeros(num_steps, M)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    bar = progress_bar(num_steps, f"{M} flows", progress, unit="step")
     try:
         for step in range(num_steps):
             beta = min(1.0, 0.01 + step / anneal)
@@ -409,6 +411,9 @@ def fit_planar_flows_2d(energies: Sequence[Energy], num_flows: Sequence[int], nu
             optimizer.step()
             schedule.step()
             history[step] = (log_qK + energy).mean(1).detach()
+            if (step + 1) % 50 == 0 or step + 1 == num_steps:
+                bar.update(step + 1 - bar.n)
     finally:
+        bar.close()
         torch.set_num_threads(threads)
     return bank.eval(), history

@@ -12,6 +12,8 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
+from ._progress import progress_bar
+
 LOG_2PI = math.log(2 * math.pi)
 
 
@@ -27,6 +29,29 @@ def _broadcast(**named: torch.Tensor) -> None:
     except RuntimeError:
         shapes = ", ".join(f"{name} {tuple(t.shape)}" for name, t in named.items())
         raise ValueError(f"shapes do not broadcast together: {shapes}") from None
+
+
+def _check_unit_interval(x: torch.Tensor, name: str = "x") -> None:
+    """Refuse Bernoulli targets outside [0, 1] with a hint at the usual cause (0-255 or [-1, 1] images).
+
+    Checked where it costs no wait for a device (tensors on the CPU); on an accelerator the check
+    would stall every training step, so it is left out there.
+    """
+    if x.device.type != "cpu" or x.numel() == 0 or x.dtype == torch.bool:
+        return
+    low, high = (float(v) for v in torch.aminmax(x.detach()))
+    if low >= 0.0 and high <= 1.0:
+        return
+    if high > 1.0 and low >= 0.0 and high <= 255.0:
+        hint = "it looks like 0-255 pixel values: divide by 255"
+    elif low >= -1.0 and high <= 1.0:
+        hint = "it looks like images scaled to [-1, 1]: use (x + 1) / 2"
+    elif low != low or high != high:
+        hint = "it holds NaN"
+    else:
+        hint = "a Bernoulli likelihood needs pixel intensities or 0/1 values"
+    raise ValueError(f"expected {name} with values in [0, 1] (pixel intensities or binarised images), "
+                     f"got {x.dtype} values in [{low:g}, {high:g}]: {hint}")
 
 
 def gaussian_kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -69,6 +94,7 @@ def bernoulli_log_likelihood(x: torch.Tensor, logits: torch.Tensor) -> torch.Ten
     """
     _tensors(x=x, logits=logits)
     _broadcast(x=x, logits=logits)
+    _check_unit_interval(x)
     return torch.sum(x * logits - F.softplus(logits), dim=-1)
 
 
@@ -89,8 +115,10 @@ def elbo(log_likelihood: torch.Tensor, kl: torch.Tensor, beta: float = 1.0) -> d
     _tensors(log_likelihood=log_likelihood, kl=kl)
     if log_likelihood.shape != kl.shape:
         raise ValueError(f"log_likelihood {tuple(log_likelihood.shape)} and kl {tuple(kl.shape)} must have the same shape")
-    if not isinstance(beta, (int, float)) or beta < 0:
-        raise ValueError(f"beta must be a non-negative number, got {beta!r}")
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)):
+        raise TypeError(f"beta must be a non-negative number (the weight of the KL term), got {beta!r}")
+    if not (math.isfinite(beta) and beta >= 0):
+        raise ValueError(f"beta must be a finite non-negative number (the weight of the KL term), got {beta!r}")
     return {
         "loss": -log_likelihood + beta * kl,
         "elbo": log_likelihood - kl,
@@ -119,12 +147,14 @@ def vae_loss(model: LatentModel, x: torch.Tensor, beta: float = 1.0, num_samples
 
 
 @torch.no_grad()
-def iwae_bound(model: LatentModel, x: torch.Tensor, k: int = 100, batch_size: int | None = None) -> torch.Tensor:
+def iwae_bound(model: LatentModel, x: torch.Tensor, k: int = 100, batch_size: int | None = None,
+               progress: bool = False) -> torch.Tensor:
     """Importance-weighted estimate of log p(x) per example (Burda et al., 2016), in nats, ``(B,)``.
 
     log p(x) >= E[ log (1/k) sum_i p(x, z_i) / q(z_i|x) ], z_i ~ q(z|x). k = 1 gives the ELBO;
     the bound rises towards log p(x) as k grows. Computed in chunks of ``batch_size`` inputs
     (default: about 20 000 samples per chunk, which bounds the memory) with a log-sum-exp over the k samples.
+    ``progress`` shows a bar over the inputs (for evaluations that take more than a few seconds).
     """
     _tensors(x=x)
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
@@ -137,9 +167,12 @@ def iwae_bound(model: LatentModel, x: torch.Tensor, k: int = 100, batch_size: in
     if hasattr(model, "eval"):
         model.eval()
     out = []
+    bar = progress_bar(x.shape[0], f"IWAE bound, k = {k}", progress, unit="input")
     for start in range(0, x.shape[0], batch_size):
         log_w = model.log_importance_weights(x[start : start + batch_size], k)  # (k, b)
         out.append(torch.logsumexp(log_w, dim=0) - math.log(k))
+        bar.update(log_w.shape[1])
+    bar.close()
     if was_training:
         model.train()
     return torch.cat(out)

@@ -73,6 +73,41 @@ def _check_dims(**dims: int) -> None:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
+def _expected_images(pixels: int, side: int | None) -> str:
+    square = f" or (B, 1, {side}, {side})" if side else ""
+    return f"images of shape (B, {pixels}){square} with values in [0, 1]"
+
+
+def check_images(x: object, pixels: int = 784, side: int | None = 28) -> None:
+    """Refuse what an image model cannot take: not a tensor, integer pixels (uint8 0-255), a wrong shape, no images.
+
+    Accepts a float tensor ``(B, pixels)`` or any ``(B, ...)`` with ``pixels`` values per image, B >= 1.
+    """
+    expected = _expected_images(pixels, side)
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"expected {expected} as a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        hint = ": divide by 255 (x.float() / 255)" if x.dtype == torch.uint8 else ": convert with x.float()"
+        raise TypeError(f"expected {expected}, got {x.dtype} pixels{' in [0, 255]' if x.dtype == torch.uint8 else ''}{hint}")
+    if x.dim() < 2 or x.shape[1:].numel() != pixels:
+        raise ValueError(f"expected {expected}, got shape {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError(f"expected {expected}, got an empty batch (B = 0)")
+
+
+def check_codes(z: object, latent_dim: int) -> None:
+    """Refuse codes that a decoder with ``latent_dim`` inputs cannot take; accepts a float ``(B, latent_dim)``, B >= 1."""
+    if not isinstance(z, torch.Tensor):
+        raise TypeError(f"expected codes z of shape (B, {latent_dim}) as a torch.Tensor, got {type(z).__name__}")
+    if not z.is_floating_point():
+        raise TypeError(f"expected float codes z of shape (B, {latent_dim}), got {z.dtype}: convert with z.float()")
+    if z.dim() != 2 or z.shape[1] != latent_dim:
+        hint = f" (this model's latent_dim is {latent_dim})" if z.dim() == 2 else ""
+        raise ValueError(f"expected codes z of shape (B, {latent_dim}), got shape {tuple(z.shape)}{hint}")
+    if z.shape[0] == 0:
+        raise ValueError(f"expected codes z of shape (B, {latent_dim}), got an empty batch (B = 0)")
+
+
 @dataclass
 class AEConfig:
     """Sizes of the plain autoencoder (the seed's 600 hidden units, latent size 60)."""
@@ -98,10 +133,12 @@ class Autoencoder(nn.Module):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 784) -> (B, latent_dim)``."""
-        return self.encoder(x)
+        check_images(x, self.config.input_dim, _side(self.config.input_dim))
+        return self.encoder(x.reshape(x.shape[0], -1))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """``(B, latent_dim) -> (B, 784)`` logits (apply a sigmoid for pixel values)."""
+        check_codes(z, self.config.latent_dim)
         return self.decoder(z)
 
     def mean_image(self, z: torch.Tensor) -> torch.Tensor:
@@ -145,6 +182,12 @@ class VAEConfig:
             raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
 
 
+def _side(pixels: int) -> int | None:
+    """The side of a square one-channel image with ``pixels`` values (28 for 784), or None."""
+    side = int(round(pixels**0.5))
+    return side if side * side == pixels else None
+
+
 class VAEBase(nn.Module):
     """Shared VAE behaviour; subclasses set ``self.likelihood`` and implement ``encode`` and ``decode``."""
 
@@ -169,7 +212,10 @@ class VAEBase(nn.Module):
         """log p(x|z) per example: x ``(B, ...)``, z ``(B, D)`` or ``(S, B, D)`` -> ``(B,)`` or ``(S, B)``."""
         if not isinstance(x, torch.Tensor) or not isinstance(z, torch.Tensor):
             raise TypeError("x and z must be torch.Tensors")
-        if z.dim() not in (2, 3) or z.shape[-2] != x.shape[0]:
+        if not x.is_floating_point():
+            raise TypeError(f"expected images x with values in [0, 1], got {x.dtype} pixels: divide by 255 (x.float() / 255)"
+                            if x.dtype == torch.uint8 else f"expected float images x, got {x.dtype}: convert with x.float()")
+        if x.dim() < 1 or z.dim() not in (2, 3) or z.shape[-2] != x.shape[0]:
             raise ValueError(f"z must be (B, D) or (S, B, D) with B = {x.shape[0]} inputs, got shape {tuple(z.shape)}")
         params = self._decode_flat(z)
         x_flat = x.reshape(x.shape[0], -1)
@@ -217,15 +263,13 @@ class VAE(VAEBase):
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, 784)`` (or ``(B, 1, 28, 28)``) ``-> mu (B, D), logvar (B, D)``."""
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-        if x.dim() < 2 or x.shape[1:].numel() != self.config.input_dim:
-            raise ValueError(f"x must be a batch (B, {self.config.input_dim}) of flat images, got shape {tuple(x.shape)}")
+        check_images(x, self.config.input_dim, _side(self.config.input_dim))
         mu, logvar = self.encoder(x.reshape(x.shape[0], -1)).chunk(2, dim=-1)  # each (B, D)
         return mu, logvar
 
     def decode(self, z: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """``(B, D) ->`` logits ``(B, 784)`` (Bernoulli) or ``(mean in [0, 1], logvar)`` each ``(B, 784)`` (Gaussian)."""
+        check_codes(z, self.latent_dim)
         out = self.decoder(z)
         if self.likelihood == "bernoulli":
             return out
@@ -282,6 +326,9 @@ class ConvVAEConfig:
     def __post_init__(self) -> None:
         self.channels, self.strides = tuple(self.channels), tuple(self.strides)
         self.decoder_channels = tuple(self.decoder_channels)
+        for name, value in (("strides", self.strides), ("kernel_size", (self.kernel_size,))):
+            if any(isinstance(v, bool) or not isinstance(v, int) for v in value):
+                raise ValueError(f"{name} must be int(s), got {getattr(self, name)!r}")
         _check_dims(latent_dim=self.latent_dim, hidden_dim=self.hidden_dim, image_size=self.image_size,
                     **{f"channels[{i}]": c for i, c in enumerate(self.channels)},
                     **{f"decoder_channels[{i}]": c for i, c in enumerate(self.decoder_channels)})
@@ -334,6 +381,10 @@ class ConvVAE(VAEBase):
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x ``(B, 1, 28, 28)`` or ``(B, 784)`` -> mu, logvar each ``(B, latent_dim)``."""
         side = self.config.image_size
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            check_images(x, side * side, side)  # raises the TypeError that names what was expected
+        if x.dim() >= 1 and x.shape[0] == 0:
+            raise ValueError(f"ConvVAE.encode expects {_expected_images(side * side, side)}, got an empty batch (B = 0)")
         if x.dim() == 2 and x.shape[1] == side * side:
             x = x.view(-1, 1, side, side)  # (B, 1, 28, 28)
         if x.dim() != 4 or tuple(x.shape[1:]) != (1, side, side):
@@ -344,6 +395,7 @@ class ConvVAE(VAEBase):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """z ``(B, latent_dim)`` -> Bernoulli logits ``(B, 1, 28, 28)``."""
         c = self.config
+        check_codes(z, c.latent_dim)
         h = self.from_z(z)  # (B, C*s*s)
         h = h.view(-1, c.channels[-1], c.feature_size, c.feature_size)  # (B, C, s, s)
         return self.decoder(h)  # (B, 1, 28, 28)

@@ -57,8 +57,26 @@ def _image_axes(ax: plt.Axes, title: str) -> None:
 
 def gallery(images: ArrayLike, ncols: int = 10, title: str = "MNIST digits", ax: plt.Axes | None = None,
             labels: Sequence[int] | None = None) -> plt.Axes:
-    """Show a grid of images in grey (white background, ink dark); optional labels on the grid."""
+    """Show a grid of images in grey (white background, ink dark); optional labels on the grid.
+
+    ``images``: ``(N, 784)``, ``(N, 28, 28)`` or ``(N, 1, 28, 28)`` with values in [0, 1], N >= 1.
+    """
+    expected = "grey 28x28 images of shape (N, 784), (N, 28, 28) or (N, 1, 28, 28) with values in [0, 1]"
+    if not isinstance(images, (torch.Tensor, np.ndarray)):
+        raise TypeError(f"gallery expects {expected} as a tensor or array, got {type(images).__name__}")
+    shape = tuple(images.shape)
+    if shape[1:] not in ((784,), (28, 28), (1, 28, 28)) or shape[0] == 0:
+        raise ValueError(f"gallery expects {expected}, got shape {shape}"
+                         + (" (colour or other image sizes are not shown as MNIST tiles)" if len(shape) > 1 and shape[0] else ""))
+    if isinstance(ncols, bool) or not isinstance(ncols, int) or ncols < 1:
+        raise ValueError(f"ncols must be a positive int, got {ncols!r}")
     imgs = to_images(images)
+    low, high = float(np.nanmin(imgs)), float(np.nanmax(imgs))
+    if low < 0.0 or high > 1.0:
+        hint = ": divide by 255" if high > 1.0 and low >= 0.0 else ""
+        raise ValueError(f"gallery expects {expected}, got values in [{low:g}, {high:g}]{hint}")
+    if labels is not None and len(labels) > len(imgs):
+        raise ValueError(f"got {len(labels)} labels for {len(imgs)} images; expected at most one label per image")
     nrows = -(-len(imgs) // ncols)
     ax = _axes(ax, (ncols * 0.8, nrows * 0.8 + 0.6))
     ax.imshow(1.0 - tile(imgs, ncols, fill=0.0), cmap="gray", vmin=0, vmax=1, interpolation="nearest")

@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,8 +53,25 @@ def execute_notebook(nb: nbformat.NotebookNode, cwd: str | Path, timeout: int = 
 def _current_env_kernel_manager():
     """A kernel manager that always starts ipykernel with this interpreter (not a stray user kernelspec)."""
     from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
 
     class CurrentEnvKernelManager(AsyncKernelManager):
+        @default("transport")
+        def _transport_default(self) -> str:
+            # IPC (Unix sockets beside the connection file in Jupyter's private runtime directory) rather than
+            # TCP ports: nothing listens on the network, and the kernel does not warn about plain-text TCP.
+            return "ipc" if os.name == "posix" else "tcp"
+
+        @default("ip")
+        def _ip_default(self) -> str:
+            if self.transport != "ipc":
+                return super()._ip_default()
+            # an absolute socket path: the kernel runs in the notebook's directory, the client elsewhere
+            from jupyter_core.paths import jupyter_runtime_dir
+
+            os.makedirs(jupyter_runtime_dir(), mode=0o700, exist_ok=True)
+            return os.path.join(jupyter_runtime_dir(), f"kernel-{uuid.uuid4().hex[:12]}-ipc")
+
         def format_kernel_cmd(self, extra_arguments=None):  # noqa: ANN001
             return [sys.executable, "-m", "ipykernel_launcher", "-f", self.connection_file]
 
@@ -93,11 +111,30 @@ def describe_error(err: BaseException) -> str:
 
 
 def run_notebooks(paths: list[Path], out_dir: Path, fast: bool = False, timeout: int = 1800) -> list[RunResult]:
-    """Execute each notebook into ``out_dir`` (written atomically, also when it fails) and collect results."""
+    """Execute each notebook into ``out_dir`` (written atomically, also when it fails) and collect results.
+
+    A problem with one notebook (not valid JSON, a file name that another notebook in the list
+    already has, an executed copy that cannot be written) is reported in its result; the others still run.
+    """
     results = []
     env = {"VAE_FAST": "1" if fast else "0"}
+    first_with_name: dict[str, Path] = {}
     for path in paths:
-        nb = nbformat.read(path, as_version=4)
+        label = path.name
+        if path.name in first_with_name:
+            other = first_with_name[path.name]
+            results.append(RunResult(str(path), 0.0, "-", f"not run: {other} has the same file name, and both "
+                                                        f"executed copies would be {out_dir / path.name}; rename one"))
+            print(f"SKIPPED {path}: same file name as {other}", flush=True)
+            continue
+        first_with_name[path.name] = path
+        try:
+            nb = nbformat.read(path, as_version=4)
+        except Exception as err:  # noqa: BLE001 - not JSON, not a notebook, unreadable
+            reason = str(err).strip().splitlines()[0][:150] if str(err).strip() else type(err).__name__
+            results.append(RunResult(label, 0.0, "-", f"not a valid notebook (expected nbformat JSON): {reason}"))
+            print(f"FAILED {path}: not a valid notebook", flush=True)
+            continue
         start = time.perf_counter()
         error = None
         try:
@@ -105,8 +142,11 @@ def run_notebooks(paths: list[Path], out_dir: Path, fast: bool = False, timeout:
         except Exception as err:  # noqa: BLE001 - report and go on with the next notebook
             error = describe_error(err)
         seconds = time.perf_counter() - start
-        atomic_write(out_dir / path.name, lambda f: f.write(nbformat.writes(nb).encode()))
-        results.append(RunResult(path.name, seconds, find_headline(nb), error))
+        try:
+            atomic_write(out_dir / path.name, lambda f: f.write(nbformat.writes(nb).encode()))
+        except OSError as err:
+            error = (error + "; " if error else "") + f"executed copy not written to {out_dir / path.name}: {err.strerror or err}"
+        results.append(RunResult(label, seconds, find_headline(nb), error))
         print(f"{'FAILED' if error else 'done  '} {path.name} in {seconds:.0f} s", flush=True)
     return results
 
@@ -131,6 +171,10 @@ def main(argv: list[str] | None = None) -> int:
     missing = [str(p) for p in args.notebooks if not p.is_file() or p.suffix != ".ipynb"]
     if missing:
         print(f"error: not notebook files: {missing}", file=sys.stderr)
+        return 2
+    if args.out.exists() and not args.out.is_dir():
+        print(f"error: --out {args.out} is a file; expected a folder for the executed copies "
+              "(it is created when missing). Nothing was run.", file=sys.stderr)
         return 2
     results = run_notebooks(args.notebooks, args.out, fast=args.fast, timeout=args.timeout)
     print()

@@ -6,8 +6,11 @@ scalar terms for the batch, one of which is ``"loss"`` (the quantity to minimise
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime as _dt
+import hashlib
+import io
 import json
 import math
 import random
@@ -20,15 +23,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._io import atomic_write
+from ._io import atomic_write_all
+from ._progress import progress_bar
 
+SNAPSHOT_COST_RATIO = 100  # fit snapshots the weights at most once per 100x the time a snapshot takes
 LossFn = Callable[[nn.Module, torch.Tensor], dict[str, torch.Tensor]]
 Callback = Callable[[int, nn.Module, "History"], Any]
 
 
 @dataclass
 class History:
-    """Per-epoch means of every loss term, for training and validation, plus seconds per epoch."""
+    """Per-epoch means of every loss term, for training and validation, plus seconds per epoch.
+
+    Every list holds one value per epoch, in step with ``seconds``: an epoch without a value for a
+    term (no validation set in that run, validation interrupted, a term added later) holds NaN there.
+    """
 
     train: dict[str, list[float]] = field(default_factory=dict)
     val: dict[str, list[float]] = field(default_factory=dict)
@@ -37,6 +46,17 @@ class History:
     def __len__(self) -> int:
         """Number of epochs recorded."""
         return len(self.seconds)
+
+    def add_epoch(self, train: dict[str, float], val: dict[str, float] | None, seconds: float) -> None:
+        """Append one epoch: every term of both splits gets a value, NaN where this epoch has none."""
+        n = len(self.seconds)
+        for split, values in ((self.train, train), (self.val, val or {})):
+            for key in values:
+                split.setdefault(key, [math.nan] * n)
+            for key, column in split.items():
+                column.extend([math.nan] * (n - len(column)))  # an older History that went out of step
+                column.append(float(values.get(key, math.nan)))
+        self.seconds.append(float(seconds))
 
     def last(self, name: str = "loss", split: str = "train") -> float:
         """The most recent epoch mean of term ``name`` in ``split`` ("train" or "val")."""
@@ -48,13 +68,19 @@ class History:
         return values[-1]
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict (JSON-ready)."""
-        return dataclasses.asdict(self)
+        """Plain dict (strict JSON: NaN, an epoch without a value, and any other non-finite value become None)."""
+        def plain(split: dict[str, list[float]]) -> dict[str, list[float | None]]:
+            return {k: [v if math.isfinite(v) else None for v in vs] for k, vs in split.items()}
+
+        return {"train": plain(self.train), "val": plain(self.val), "seconds": list(self.seconds)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "History":
         """Inverse of ``to_dict``."""
-        return cls(train=dict(data.get("train", {})), val=dict(data.get("val", {})), seconds=list(data.get("seconds", [])))
+        def floats(split: dict[str, list[float | None]]) -> dict[str, list[float]]:
+            return {k: [math.nan if v is None else float(v) for v in vs] for k, vs in split.items()}
+
+        return cls(train=floats(data.get("train", {})), val=floats(data.get("val", {})), seconds=list(data.get("seconds", [])))
 
 
 def seed_everything(seed: int = 0) -> torch.Generator:
@@ -147,6 +173,15 @@ def fit(
     from the optimizer and is stepped once per epoch. ``callback(epoch, model, history)`` runs
     after each epoch. ``time_budget`` (seconds) stops training after the batch that exceeds it.
     Returns the ``History`` (extended in place when one is passed in).
+
+    ``seed`` fixes only the order of the batches. The model's initial weights and any randomness in
+    ``loss_fn`` or ``transform`` (the reparameterisation noise, stochastic binarisation) come from
+    torch's global generator, so for two equal runs call ``seed_everything(seed)`` before building the
+    model, and pass ``seed`` too.
+
+    A non-finite loss stops training with ``FloatingPointError``; the model and the optimizer are then
+    put back to the last state known to give a finite loss (snapshots are taken at the loop's existing
+    sync points, spaced so that copying costs about 1 % of the time, with no extra wait for the device).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -158,12 +193,13 @@ def fit(
     for name, value in (("num_epochs", num_epochs), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "num_epochs" else 1):
             raise ValueError(f"{name} must be a {'non-negative' if name == 'num_epochs' else 'positive'} int, got {value!r}")
-    if not (isinstance(lr, (int, float)) and lr > 0):
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
-    if clip_grad_norm is not None and not clip_grad_norm > 0:
-        raise ValueError(f"clip_grad_norm must be positive or None, got {clip_grad_norm!r}")
-    if time_budget is not None and not time_budget > 0:
-        raise ValueError(f"time_budget must be a positive number of seconds or None, got {time_budget!r}")
+    _check_positive("lr", lr, "a positive number such as 1e-3")
+    if clip_grad_norm is not None:
+        _check_positive("clip_grad_norm", clip_grad_norm, "a positive number or None")
+    if time_budget is not None:
+        _check_positive("time_budget", time_budget, "a positive number of seconds or None")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise TypeError(f"seed must be an int or None, got {seed!r}")
 
     device = _resolve_device(device)
     model.to(device)
@@ -183,12 +219,19 @@ def fit(
     # one row of ``records`` (batch, term) and are read back only every ``sync_every`` batches.
     names: list[str] = []
     records = torch.empty(0)
+    # Non-finite guard: ``good`` holds weights and optimizer state known to give a finite loss;
+    # ``pending`` (taken at a sync point, at most every SNAPSHOT_COST_RATIO x its own copying time so that
+    # it costs ~1 % of training) becomes good once the loss of the next batch is seen to be finite.
+    snap_start = time.perf_counter()
+    good, pending, spare = _Snapshot().take(model, optimizer), None, _Snapshot()
+    last_snap = time.perf_counter()
+    snap_seconds = last_snap - snap_start
 
     for epoch in range(len(history) + 1, len(history) + num_epochs + 1):
         model.train()
         t0 = time.perf_counter()
         order = torch.randperm(n, generator=generator).to(device)
-        bar = _bar(n_batches, f"epoch {epoch}", progress)
+        bar = progress_bar(n_batches, f"epoch {epoch}", progress)
         sizes: list[int] = []
         checked = 0
         done = 0
@@ -215,7 +258,21 @@ def fit(
             done = b + 1
             out_of_time = time_budget is not None and time.perf_counter() - started > time_budget
             if done % sync_every == 0 or done == n_batches or out_of_time:
-                _raise_if_not_finite(records[checked:done, 0], epoch, checked, lr)
+                bad = _first_not_finite(records[checked:done, 0])
+                if bad is not None:
+                    bar.close()
+                    (pending if pending is not None and bad > 0 else good).restore(model, optimizer)
+                    raise FloatingPointError(
+                        f"the loss became {float(records[checked + bad, 0])} in epoch {epoch}, batch {checked + bad + 1}."
+                        f" The model and optimizer hold the last weights that gave a finite loss. Try a lower"
+                        f" learning rate than {lr:g}, gradient clipping (clip_grad_norm=...), or check the loss for log(0).")
+                if pending is not None:  # the loss of the batch after it was finite
+                    good, spare, pending = pending, good, None
+                if time.perf_counter() - last_snap >= SNAPSHOT_COST_RATIO * snap_seconds:
+                    snap_start = time.perf_counter()
+                    pending, spare = spare.take(model, optimizer), None  # reuses the older snapshot's buffers
+                    last_snap = time.perf_counter()
+                    snap_seconds = last_snap - snap_start
                 checked = done
                 if progress:
                     bar.update(done - bar.n)
@@ -223,14 +280,15 @@ def fit(
             if out_of_time:
                 break
         bar.close()
-        for key, value in zip(names, _epoch_means(records[:done], sizes)):
-            history.train.setdefault(key, []).append(value)
-        if val_x is not None:
-            for key, value in evaluate(model, loss_fn, val_x).items():
-                history.val.setdefault(key, []).append(value)
+        train_means = dict(zip(names, _epoch_means(records[:done], sizes)))
+        val_means = None
+        try:
+            if val_x is not None:
+                val_means = evaluate(model, loss_fn, val_x)
+        finally:  # also when validation is interrupted: the epoch was trained, so it is recorded
+            history.add_epoch(train_means, val_means, time.perf_counter() - t0)
         if sched is not None:
             sched.step()
-        history.seconds.append(time.perf_counter() - t0)
         if callback is not None:
             callback(epoch, model, history)
         if out_of_time:
@@ -253,30 +311,61 @@ def _default_adam(model: nn.Module, lr: float) -> torch.optim.Optimizer:
         return torch.optim.Adam(model.parameters(), lr=lr)
 
 
-def _raise_if_not_finite(losses: torch.Tensor, epoch: int, offset: int, lr: float) -> None:
+def _check_positive(name: str, value: Any, expected: str) -> None:
+    """Refuse bools, non-numbers, NaN, infinity and values <= 0, naming what was expected."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be {expected}, got {value!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+
+
+def _first_not_finite(losses: torch.Tensor) -> int | None:
+    """Index of the first non-finite value of ``losses`` ``(n,)``, or None (one read from the device)."""
     bad = (~torch.isfinite(losses)).nonzero()
-    if bad.numel():
-        batch = offset + int(bad[0, 0]) + 1
-        raise FloatingPointError(
-            f"the loss became {float(losses[int(bad[0, 0])])} in epoch {epoch}, batch {batch}. "
-            f"Try a lower learning rate than {lr:g}, gradient clipping (clip_grad_norm=...), or check the loss for log(0)."
-        )
+    return int(bad[0, 0]) if bad.numel() else None
 
 
-class _NoBar:
-    n = 0
+class _Snapshot:
+    """A copy of a model's state and its optimizer's per-parameter state, refreshed in place on the device.
 
-    def update(self, n: int) -> None: ...
-    def set_postfix(self, **kwargs: Any) -> None: ...
-    def close(self) -> None: ...
+    ``take`` copies into buffers kept from the last time (no new memory, no wait for the device);
+    ``restore`` copies them back. Used by ``fit`` to undo the steps after the last finite loss.
+    """
 
+    def __init__(self) -> None:
+        self.weights: dict[str, torch.Tensor] = {}
+        self.opt_state: dict[torch.Tensor, dict[str, Any]] = {}
 
-def _bar(total: int, desc: str, enabled: bool):
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
+    @staticmethod
+    def _copy_into(buffer: Any, value: torch.Tensor) -> torch.Tensor:
+        """``value`` copied into ``buffer`` when that fits, else into a fresh clone."""
+        if (isinstance(buffer, torch.Tensor) and buffer.shape == value.shape and buffer.dtype == value.dtype
+                and buffer.device == value.device):
+            return buffer.copy_(value.detach())
+        return value.detach().clone()
 
-    return tqdm(total=total, desc=desc, unit="batch", leave=False, mininterval=0.5)
+    @torch.no_grad()
+    def take(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> "_Snapshot":
+        """Copy the current state of ``model`` and ``optimizer`` into this snapshot."""
+        self.weights = {k: self._copy_into(self.weights.get(k), v) for k, v in model.state_dict().items()}
+        opt_state = {}
+        for param, state in optimizer.state.items():
+            old = self.opt_state.get(param, {})
+            opt_state[param] = {key: self._copy_into(old.get(key), v) if isinstance(v, torch.Tensor) else copy.deepcopy(v)
+                                for key, v in state.items()}
+        self.opt_state = opt_state
+        return self
+
+    @torch.no_grad()
+    def restore(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """Put this snapshot back into ``model`` and ``optimizer``."""
+        model.load_state_dict(self.weights)
+        for param in [p for p in optimizer.state if p not in self.opt_state]:
+            del optimizer.state[param]  # it had no state yet when the snapshot was taken
+        for param, saved in self.opt_state.items():
+            state = optimizer.state[param]
+            for key, value in saved.items():
+                state[key] = self._copy_into(state.get(key), value) if isinstance(value, torch.Tensor) else copy.deepcopy(value)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -286,26 +375,44 @@ def count_parameters(model: nn.Module) -> int:
 
 def save_checkpoint(path: str | Path, model: nn.Module, *, config: Any = None, history: History | None = None,
                     extra: dict[str, Any] | None = None) -> Path:
-    """Save ``model``'s weights to ``path`` and a JSON of metadata beside it (``path`` + ``.json``), atomically."""
+    """Save ``model``'s weights to ``path`` and a JSON of metadata beside it (``path`` + ``.json``).
+
+    Both files are replaced together or, when anything fails, neither is: the metadata is built and
+    both are written to temporary files before either is renamed. The metadata holds the SHA-256 of
+    the weights file, so ``load_checkpoint`` notices a pair that does not belong together.
+    """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if history is not None and not isinstance(history, History):
+        raise TypeError(f"history must be a vae_helpers.train.History or None, got {type(history).__name__}")
+    if extra is not None and not isinstance(extra, dict):
+        raise TypeError(f"extra must be a dict of JSON values or None, got {type(extra).__name__}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; expected a file path for the checkpoint, such as {path / 'model.pt'}")
     if config is not None and dataclasses.is_dataclass(config):
         config = dataclasses.asdict(config)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    weights = buffer.getvalue()
     meta = {
         "model_class": type(model).__name__,
         "config": config,
         "parameters": count_parameters(model),
-        "shapes": {k: list(v.shape) for k, v in model.state_dict().items()},
+        "shapes": {k: list(v.shape) for k, v in state.items()},
         "history": history.to_dict() if history is not None else None,
         "torch_version": torch.__version__,
         "saved_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "weights_sha256": hashlib.sha256(weights).hexdigest(),
         "extra": extra or {},
     }
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    atomic_write(path, lambda f: torch.save(state, f))
-    atomic_write(_meta_path(path), lambda f: f.write(json.dumps(meta, indent=2).encode()))
+    try:
+        text = json.dumps(meta, indent=2, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"config and extra must hold only JSON values (str, int, float, bool, None, lists, dicts), "
+                        f"not tensors or other objects: {err}. Nothing was written.") from None
+    atomic_write_all({path: lambda f: f.write(weights), _meta_path(path): lambda f: f.write(text.encode())})
     return path
 
 
@@ -314,11 +421,29 @@ def load_checkpoint(path: str | Path, model: nn.Module, map_location: str | torc
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; expected a checkpoint file written by save_checkpoint")
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
+    raw = path.read_bytes()
+    if not raw:
+        raise ValueError(f"{path} is empty (0 bytes): expected a checkpoint written by save_checkpoint; "
+                         "perhaps a copy or a save was interrupted. Save it again")
     meta_file = _meta_path(path)
-    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
-    state = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{meta_file} is not valid JSON ({err}); expected the metadata written by save_checkpoint") from None
+    expected = meta.get("weights_sha256") if isinstance(meta, dict) else None
+    if expected is not None and hashlib.sha256(raw).hexdigest() != expected:
+        raise ValueError(f"{path.name} and {meta_file.name} do not belong together (the weights' SHA-256 differs from "
+                         "the one in the metadata): a save was interrupted or one file was replaced. Save it again")
+    try:
+        state = torch.load(io.BytesIO(raw), map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - truncated, corrupt, or holding pickled code
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path} is not a readable checkpoint ({len(raw)} bytes): expected weights written by "
+                         f"save_checkpoint. PyTorch said: {first}") from err
     if not isinstance(state, dict):
         raise ValueError(f"{path} does not hold a state dict")
     own = model.state_dict()

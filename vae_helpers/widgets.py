@@ -4,6 +4,11 @@ Each explorer is shown as ONE output whose display bundle holds both the widget 
 of the explorer's current state. A front end with a widget manager (JupyterLab, Notebook 7)
 draws the live widget; anything without one (nbval, ``jupyter nbconvert --execute``, static
 viewers, a terminal) shows the PNG instead of a bare ``Box(...)`` repr.
+
+A widget lives only as long as its kernel. The project's JupyterLab saves widget state into the
+notebook (``saveState``, set in ``lab/overrides.json`` by ``make install``), so a notebook that was
+saved and reopened, or whose kernel was restarted, shows each explorer's last picture; every
+explorer carries a one-line note (``STALE_NOTE``) that says to run the cell again to use it.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from torch import nn
 from .plotting import tile, to_images
 
 _BLANK = " "  # an empty description would leave the old text on the button (ipywidgets only redraws non-empty ones)
+STALE_NOTE = ("<small><i>Live only while this cell's kernel runs: after reopening the notebook or restarting "
+              "the kernel, the picture is the last one drawn; run this cell again to explore.</i></small>")
 _TAB10 = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 
 
@@ -80,18 +87,22 @@ class LatentExplorer(Explorer):
     """One slider per latent dimension (and a clickable pad for a 2-D latent) redrawing the decoded digit."""
 
     def __init__(self, model: nn.Module, start: torch.Tensor | None = None, codes: torch.Tensor | None = None,
-                 labels: torch.Tensor | None = None, limit: float = 3.0, pad_size: int = 11):
-        self.model, self.latent_dim, self.limit = model, _check_model(model), float(limit)
+                 labels: torch.Tensor | None = None, limit: float | None = None, pad_size: int = 11):
+        self.model, self.latent_dim = model, _check_model(model)
         D = self.latent_dim
         z0 = torch.zeros(D) if start is None else torch.as_tensor(start, dtype=torch.float32).reshape(-1).cpu()
         if z0.numel() != D:
             raise ValueError(f"start must hold {D} values (one per latent dimension), got {z0.numel()}")
         if codes is not None and (codes.dim() != 2 or codes.shape[1] != D):
             raise ValueError(f"codes must be (N, {D}), got {tuple(codes.shape)}")
+        if limit is not None and not (isinstance(limit, (int, float)) and not isinstance(limit, bool) and limit > 0):
+            raise ValueError(f"limit must be a positive number or None (fit the codes), got {limit!r}")
         self.codes = None if codes is None else codes.detach().cpu()
         self.labels = None if labels is None else torch.as_tensor(labels).cpu()
+        self.limit = float(limit) if limit is not None else _fitting_limit(z0, self.codes)
         self.start = z0.clamp(-self.limit, self.limit)
         self.summary = f"latent explorer ({D}-D)"
+        self._z = self.start.clone()  # the exact code; the sliders show it rounded to their step
         self.sliders = [W.FloatSlider(value=float(v), min=-self.limit, max=self.limit, step=0.05, description=f"z{i + 1}",
                                       readout_format=".2f", layout=W.Layout(width="260px")) for i, v in enumerate(self.start)]
         self.image = W.Image(value=image_png(self.digit()), format="png", width=168, height=168)
@@ -100,8 +111,8 @@ class LatentExplorer(Explorer):
         self.sample_button.on_click(lambda _: self.set_z(torch.randn(D)))
         self.reset_button.on_click(lambda _: self.set_z(self.start))
         self._busy = False
-        for s in self.sliders:
-            s.observe(self._redraw, names="value")
+        for i, s in enumerate(self.sliders):
+            s.observe(lambda change, i=i: self._slider_moved(i, change["new"]), names="value")
         cols = 1 if D <= 8 else 2 if D <= 20 else 3
         panel = W.GridBox(self.sliders, layout=W.Layout(grid_template_columns=f"repeat({cols}, 270px)"))
         right = W.VBox([W.HTML("<b>decoded digit</b> E[x | z]"), self.image, W.HBox([self.sample_button, self.reset_button])])
@@ -110,7 +121,7 @@ class LatentExplorer(Explorer):
         if D == 2:
             self.pad_values = np.linspace(-self.limit, self.limit, pad_size)
             left = [W.HTML("<b>click the pad</b> (z1 across, z2 up) or drag the sliders"), self._make_pad(), panel]
-        self.widget = W.HBox([W.VBox(left), right])
+        self.widget = W.VBox([W.HBox([W.VBox(left), right]), W.HTML(STALE_NOTE)])
         self._mark_pad()
 
     def _make_pad(self) -> W.GridBox:
@@ -145,8 +156,15 @@ class LatentExplorer(Explorer):
             button.description = "●" if i == row * n + col else _BLANK
 
     def z(self) -> torch.Tensor:
-        """The current code ``(D,)`` read from the sliders."""
-        return torch.tensor([s.value for s in self.sliders], dtype=torch.float32)
+        """The current code ``(D,)``: what the sliders show, exact where the code was set by ``set_z``."""
+        return self._z.clone()
+
+    def _slider_moved(self, i: int, value: float) -> None:
+        """A slider moved: take its value unless it is the step-rounded echo of the exact code."""
+        if abs(value - float(self._z[i])) > self.sliders[i].step / 2 + 1e-9:
+            self._z[i] = value
+        if not self._busy:
+            self._redraw()
 
     def digit(self) -> np.ndarray:
         """The decoded image ``(28, 28)`` at the current code."""
@@ -155,17 +173,18 @@ class LatentExplorer(Explorer):
     def set_z(self, z: torch.Tensor) -> None:
         """Move every slider to ``z`` ``(D,)`` and redraw once."""
         z = torch.as_tensor(z, dtype=torch.float32).reshape(-1)
+        if z.numel() != self.latent_dim:
+            raise ValueError(f"z must hold {self.latent_dim} values, got {z.numel()}")
+        self._z = z.clamp(-self.limit, self.limit).clone()
         self._busy = True
         try:
-            for s, v in zip(self.sliders, z.clamp(-self.limit, self.limit)):
+            for s, v in zip(self.sliders, self._z):
                 s.value = float(v)
         finally:
             self._busy = False
         self._redraw()
 
-    def _redraw(self, _change: Any = None) -> None:
-        if self._busy:
-            return
+    def _redraw(self) -> None:
         self.image.value = image_png(self.digit())
         self._mark_pad()
 
@@ -216,7 +235,7 @@ class InterpolationExplorer(Explorer):
         self.t_slider = W.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="t", readout_format=".2f",
                                       layout=W.Layout(width="420px"))
         self.views = [W.Image(format="png", width=112, height=112) for _ in range(3)]
-        self.strip = W.Image(format="png")
+        self.strip = W.Image(format="png", layout=W.Layout(align_self="flex-start"))  # its own size, not stretched
         self._mu = self._encode()
         self._redraw_all()
         self.start_pick.observe(self._endpoints_changed, names="value")
@@ -225,7 +244,7 @@ class InterpolationExplorer(Explorer):
         captions = ["start digit", "decoded z(t)", "end digit"]
         row = W.HBox([W.VBox([W.HTML(f"<b>{c}</b>"), v]) for c, v in zip(captions, self.views)])
         self.widget = W.VBox([W.HBox([self.start_pick, self.end_pick]), self.t_slider, row,
-                              W.HTML("<b>the whole path</b>, t = 0 ... 1"), self.strip])
+                              W.HTML("<b>the whole path</b>, t = 0 ... 1"), self.strip, W.HTML(STALE_NOTE)])
 
     @torch.no_grad()
     def _encode(self) -> torch.Tensor:
@@ -258,7 +277,9 @@ class InterpolationExplorer(Explorer):
         pair = to_images(self.images[[self.start_pick.value, self.end_pick.value]])
         self.views[0].value = image_png(pair[0], scale=4)
         self.views[2].value = image_png(pair[1], scale=4)
-        self.strip.value = image_png(tile(self.path(), ncols=self.num_steps, pad=2, fill=0.0), scale=2)
+        strip = tile(self.path(), ncols=self.num_steps, pad=2, fill=0.0)  # (H, W)
+        self.strip.value = image_png(strip, scale=2)
+        self.strip.width, self.strip.height = str(2 * strip.shape[1]), str(2 * strip.shape[0])  # pixels, as drawn
         self._redraw_current()
 
     def figure(self) -> Figure:
@@ -280,8 +301,16 @@ class InterpolationExplorer(Explorer):
         return fig
 
 
+def _fitting_limit(start: torch.Tensor, codes: torch.Tensor | None) -> float:
+    """Slider range: at least 3 (the prior's +-3 sigma), widened to hold the start code and 99% of ``codes``."""
+    reach = [3.0, float(start.abs().max()) if start.numel() else 0.0]
+    if codes is not None and len(codes):
+        reach.append(float(torch.quantile(codes.abs().flatten().float(), 0.99)))
+    return float(np.ceil(max(reach) * 2) / 2)  # to the next half unit
+
+
 def latent_explorer(model: nn.Module, start: torch.Tensor | None = None, codes: torch.Tensor | None = None,
-                    labels: torch.Tensor | None = None, limit: float = 3.0) -> LatentExplorer:
+                    labels: torch.Tensor | None = None, limit: float | None = None) -> LatentExplorer:
     """Sliders (and a 2-D pad) over the latent space of ``model``, showing the decoded digit live."""
     return LatentExplorer(model, start=start, codes=codes, labels=labels, limit=limit)
 

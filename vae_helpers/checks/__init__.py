@@ -1,0 +1,27 @@
+"""Checkers for the notebook exercises: each tries the learner's function and names the likely mistake.
+
+A checker prints one line starting with a tick on success and raises ``CheckFailed`` (an
+``AssertionError``) with a hint on failure. In an IPython kernel, importing this package installs a
+handler that shows a failed check as one short "✗ ..." block, without the checker's frames.
+One module per notebook (``ae``, ``vae``, ``conv``, ``flows``); the shared machinery is in ``_core``.
+Every checker has unit tests that feed it its catalogue of wrong, cheating and valid answers.
+"""
+
+from ._core import (CheckFailed, call_learner, close, compare, expect_tensor, install_short_feedback, ok,
+                    points_table, seeded)
+from .ae import check_autoencoder_forward, check_cross_entropy_loss, check_squared_error_loss, check_training_step
+from .conv import check_conv_decode, check_conv_output_size, check_interpolate_latents
+from .flows import check_constrain_u, check_flow_free_energy, check_planar_transform
+from .vae import check_gaussian_kl, check_gaussian_log_likelihood, check_iwae_estimate, check_negative_elbo, check_reparameterize
+
+__all__ = [
+    "CheckFailed", "call_learner", "close", "compare", "expect_tensor", "install_short_feedback", "ok", "points_table",
+    "seeded",
+    "check_autoencoder_forward", "check_cross_entropy_loss", "check_squared_error_loss", "check_training_step",
+    "check_gaussian_kl", "check_gaussian_log_likelihood", "check_reparameterize", "check_negative_elbo",
+    "check_iwae_estimate",
+    "check_conv_output_size", "check_conv_decode", "check_interpolate_latents",
+    "check_planar_transform", "check_constrain_u", "check_flow_free_energy",
+]
+
+install_short_feedback()

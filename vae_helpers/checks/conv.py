@@ -1,0 +1,164 @@
+"""Checkers for notebook 03 (convolutional VAE): output sizes, decoding, latent interpolation."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from ._core import CheckFailed, call_learner, expect_tensor, seeded, close, compare, ok, refuses
+
+
+# (size, kernel_size, stride, padding): the notebook's layers plus odd sizes where rounding down matters
+_CONV_CASES = ((28, 3, 1, 1), (28, 3, 2, 1), (14, 3, 2, 1), (7, 3, 2, 1), (28, 5, 1, 0), (28, 4, 2, 1),
+               (6, 3, 2, 0), (5, 3, 2, 0), (32, 5, 3, 2), (9, 2, 2, 0), (11, 7, 2, 3), (28, 3, 3, 0))
+
+
+@refuses("models.conv_output_size")
+def check_conv_output_size(fn: Callable[[int, int, int, int], int]) -> None:
+    """Check ``fn(size, kernel_size, stride, padding) -> int`` against ``nn.Conv2d`` on ``_CONV_CASES``."""
+    import math
+
+    from torch import nn
+
+    from ..models import conv_output_size
+
+    got = []
+    for size, k, s, p in _CONV_CASES:
+        out = call_learner(fn, size, k, s, p, name="conv_output_size")
+        if isinstance(out, float) and out != int(out):
+            raise CheckFailed(f"conv_output_size({size}, {k}, {s}, {p}) returned {out}, a fraction: a layer cannot "
+                                 "output part of a pixel. Round down with floor division // (not /)")
+        if isinstance(out, torch.Tensor) and out.numel() == 1:
+            out = out.item()
+        if isinstance(out, bool) or not isinstance(out, (int, float)) and not hasattr(out, "__index__"):
+            raise CheckFailed(f"conv_output_size should return an int, got {type(out).__name__}")
+        got.append(int(out))
+    torch_sizes = []
+    for size, k, s, p in _CONV_CASES:
+        layer = nn.Conv2d(1, 1, k, stride=s, padding=p)
+        with torch.no_grad():
+            torch_sizes.append(layer(torch.zeros(1, 1, size, size)).shape[-1])
+    expected = [conv_output_size(*case) for case in _CONV_CASES]
+    assert expected == torch_sizes, "internal error: reference conv_output_size disagrees with nn.Conv2d"
+    mistakes = {
+        "the padding is added on both sides of the image: use size + 2 * padding":
+            [(n + p - k) // s + 1 for n, k, s, p in _CONV_CASES],
+        "you forgot the + 1 (a kernel that fits exactly once still gives one output pixel)":
+            [(n + 2 * p - k) // s for n, k, s, p in _CONV_CASES],
+        "you rounded up; PyTorch rounds down (floor division //), the last partial window is dropped":
+            [math.ceil((n + 2 * p - k) / s) + 1 for n, k, s, p in _CONV_CASES],
+        "you ignored the stride: divide (size + 2 * padding - kernel_size) by the stride":
+            [n + 2 * p - k + 1 for n, k, s, p in _CONV_CASES],
+        "the + 1 belongs outside the division: (size + 2 * padding - kernel_size) // stride + 1":
+            [(n + 2 * p - k + 1) // s for n, k, s, p in _CONV_CASES],
+        "you forgot to subtract the kernel size (the window must fit inside the padded image)":
+            [(n + 2 * p) // s + 1 for n, k, s, p in _CONV_CASES],
+    }
+    if got != expected:
+        for hint, wrong in mistakes.items():
+            if got == wrong:
+                raise CheckFailed(f"conv_output_size does not match nn.Conv2d. Likely mistake: {hint}")
+        i = next(j for j, (a, b) in enumerate(zip(got, expected)) if a != b)
+        size, k, s, p = _CONV_CASES[i]
+        raise CheckFailed(f"conv_output_size(size={size}, kernel_size={k}, stride={s}, padding={p}) returned {got[i]}, "
+                             f"but nn.Conv2d gives {expected[i]}. Use (size + 2*padding - kernel_size) // stride + 1")
+    ok(f"conv_output_size agrees with nn.Conv2d on {len(_CONV_CASES)} layer settings")
+
+
+def _small_conv_vaes() -> list[Any]:
+    """Two tiny ConvVAEs (seed layout, and two stride-2 layers) built under a fixed seed."""
+    from ..models import ConvVAE, ConvVAEConfig
+
+    configs = [ConvVAEConfig(latent_dim=3, channels=(4, 6, 6, 6), strides=(1, 2, 1, 1), hidden_dim=8, decoder_channels=(5,)),
+               ConvVAEConfig(latent_dim=2, channels=(4, 7), strides=(2, 2), hidden_dim=8, decoder_channels=(6, 5))]
+    with seeded(3):
+        models = [ConvVAE(c).eval() for c in configs]
+        for m in models:  # positive-ish biases make the skipped-ReLU mistake visible
+            with torch.no_grad():
+                m.from_z[0].bias.normal_(0.0, 0.5)
+    return models
+
+
+@refuses(models__ConvVAE__decode="your conv_decode calls model.decode, the method this exercise asks you to write: build it from model.from_z and model.decoder")
+def check_conv_decode(fn: Callable[[Any, torch.Tensor], torch.Tensor]) -> None:
+    """Check ``fn(model, z) -> logits (B, 1, 28, 28)`` against ``ConvVAE.decode`` and per-example decoding."""
+    g = torch.Generator().manual_seed(30)
+    cases = 0
+    for model in _small_conv_vaes():
+        c = model.config
+        C, s = c.channels[-1], c.feature_size
+        for batch in (5, 1):
+            z = 2.0 * torch.randn(batch, c.latent_dim, generator=g)
+            with torch.no_grad():
+                try:
+                    out = call_learner(fn, model, z, name="conv_decode")
+                except CheckFailed as err:
+                    if "shape" not in str(err) and "size" not in str(err):
+                        raise
+                    raise CheckFailed(f"{err}. Hint: reshape the dense output with the batch size of z and the model's "
+                                         f"own sizes, h.view(z.shape[0], C, s, s) with C = model.config.channels[-1] "
+                                         f"and s = model.config.feature_size (here {C} and {s}); do not hard-code 64 or 14") from err.__cause__
+                expected = model.decode(z)
+                h = model.from_z(z)
+                channels_last = model.decoder(h.view(batch, s, s, C).permute(0, 3, 1, 2))
+                no_relu = model.decoder(model.from_z[0](z).view(batch, C, s, s))
+                one_by_one = torch.cat([model.decode(z[i : i + 1]) for i in range(batch)])
+            assert close(expected, one_by_one, 1e-5, 1e-5), "internal error: decoding one by one differs"
+            if isinstance(out, torch.Tensor) and tuple(out.shape) != (batch, 1, 28, 28):
+                shape = tuple(out.shape)
+                if shape == (batch, 784):
+                    hint = "you flattened the output; return the image shape (B, 1, 28, 28)"
+                elif shape == (batch, 28, 28):
+                    hint = "keep the channel dimension: (B, 1, 28, 28), not (B, 28, 28)"
+                elif len(shape) == 4 and shape[0] == batch and shape[2:] == (28, 28):
+                    hint = "the output has several channels: apply every layer of model.decoder (its last conv maps to 1 channel)"
+                elif len(shape) == 4 and shape[0] == batch:
+                    hint = "the image is not 28 x 28: run h through all of model.decoder after the reshape"
+                else:
+                    hint = f"reshape the dense output to (B, C, s, s) = (B, {C}, {s}, {s}) with B = z.shape[0], then apply model.decoder"
+                raise CheckFailed(f"conv_decode returned shape {shape}, expected {(batch, 1, 28, 28)}: {hint}")
+            out = expect_tensor(out, (batch, 1, 28, 28), "conv_decode")
+            compare(out, expected, "conv_decode", {
+                "you returned probabilities (a sigmoid); decode returns logits, the Bernoulli likelihood applies the sigmoid itself":
+                    torch.sigmoid(expected),
+                "you reshaped channels last, view(B, s, s, C); PyTorch convolutions want channels first: view(B, C, s, s)":
+                    channels_last,
+                "you skipped the ReLU after the dense layer: use model.from_z (Linear then ReLU), not model.from_z[0]":
+                    no_relu,
+            }, rtol=1e-4, atol=1e-5)
+            cases += 1
+    ok(f"conv_decode reproduces ConvVAE.decode on {cases} cases (two layouts, batches of 5 and 1)")
+
+
+@refuses("models.interpolate_latents")
+def check_interpolate_latents(fn: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]) -> None:
+    """Check ``fn(z_start (D,), z_end (D,), num_steps) -> (num_steps, D)`` against ``torch.lerp``."""
+    g = torch.Generator().manual_seed(31)
+    cases = ((2, 5), (16, 9), (3, 2), (7, 11))
+    for dim, n in cases:
+        z_start, z_end = torch.randn(dim, generator=g), torch.randn(dim, generator=g)
+        out = call_learner(fn, z_start.clone(), z_end.clone(), n, name="interpolate_latents")
+        if isinstance(out, torch.Tensor) and tuple(out.shape) == (dim, n) and dim != n:
+            raise CheckFailed(f"interpolate_latents returned shape {(dim, n)}, expected {(n, dim)}: one row per step "
+                                 "(num_steps, D); transpose, or build t as a column t[:, None]")
+        if isinstance(out, torch.Tensor) and out.dim() == 2 and out.shape[1] == dim and out.shape[0] != n:
+            raise CheckFailed(f"interpolate_latents returned {out.shape[0]} steps, expected num_steps = {n}, "
+                                 "both ends included: torch.linspace(0, 1, num_steps)")
+        out = expect_tensor(out, (n, dim), "interpolate_latents", hint="Return one row per step: (num_steps, D).")
+        t = torch.linspace(0.0, 1.0, n)[:, None]
+        expected = torch.lerp(z_start, z_end, t)
+        inner = torch.linspace(0.0, 1.0, n + 2)[1:-1, None]
+        compare(out, expected, "interpolate_latents", {
+            "the path runs backwards: row 0 must be z_start and the last row z_end, z(t) = (1 - t) z_start + t z_end":
+                expected.flip(0),
+            "the end point is missing: t must reach 1, torch.linspace(0, 1, num_steps) (not arange(n) / n)":
+                torch.lerp(z_start, z_end, torch.arange(n)[:, None] / n),
+            "the start point is missing: t must start at 0, torch.linspace(0, 1, num_steps)":
+                torch.lerp(z_start, z_end, torch.arange(1, n + 1)[:, None] / n),
+            "both end points are missing: include t = 0 and t = 1, torch.linspace(0, 1, num_steps)":
+                torch.lerp(z_start, z_end, inner),
+            "the weights do not add up to 1: use (1 - t) * z_start + t * z_end":
+                z_start + t * z_end,
+        }, rtol=1e-5, atol=1e-5)
+    ok(f"interpolate_latents matches (1 - t) z_start + t z_end on {len(cases)} cases, both ends included")
