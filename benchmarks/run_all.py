@@ -1,6 +1,6 @@
-"""Run the three benchmarks and write ``benchmarks/RESULTS.md`` (``make bench``).
+"""Run the four benchmarks and write ``benchmarks/RESULTS.md`` (``make bench``).
 
-    python benchmarks/run_all.py                   # the real run: about an hour on a quiet 2-core CPU
+    python benchmarks/run_all.py                   # the real run: about 1.5 hours on a quiet 2-core CPU
     python benchmarks/run_all.py --minutes 60      # the long quality setting (resumable)
     python benchmarks/run_all.py --assemble-only   # rebuild RESULTS.md from benchmarks/results/*.json
     python benchmarks/run_all.py --quick           # tiny settings, to check that everything runs
@@ -21,7 +21,7 @@ import _common
 from _common import machine_info
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ("throughput", "quality", "notebooks")
+SCRIPTS = ("throughput", "quality", "notebooks", "threads")
 TRIED = {  # what was done about each target, named next to a miss
     "throughput": (
         "fit batches by index_select from the in-memory tensor under one permutation per epoch (no DataLoader), "
@@ -40,6 +40,10 @@ TRIED = {  # what was done about each target, named next to a miss
     ),
     "notebooks": ("the notebooks' own fast/full sizes (config.pick); cells that pushed large batches through a model "
                   "at once (notebook 02's prior codes, notebook 04's flow samples) work in chunks."),
+    "threads": ("the thread policy of vae_helpers.threads: fit times short windows of batches at the current and a "
+                "neighbouring thread count and keeps the faster, re-probing with waits that keep probes under 5% of "
+                "the time. Rejected after measuring: OMP_WAIT_POLICY=PASSIVE (about 1.9x slower quiet, and it must be "
+                "set before torch starts), one thread always (about 1.5x slower quiet), load averages (lag a minute)."),
 }
 
 
@@ -133,6 +137,10 @@ def targets_and_misses(data: dict[str, Any]) -> tuple[list[list[str]], list[str]
             rows.append(["make test <= 10 min", f"{mt['seconds'] / 60:.1f} min (exit {mt['returncode']})",
                          "met" if mt["returncode"] == 0 and mt["seconds"] <= 600 else "MISSED"])
         missed += [f"**Notebooks**: {text}. Tried: {TRIED['notebooks']}" for text in nb["missed"]]
+    th = data.get("threads")
+    if th:
+        rows += [list(row) for row in th["targets"]]
+        missed += [f"**Busy CPU**: {text}. Tried: {TRIED['threads']}" for text in th["missed"]]
     return rows, missed
 
 
@@ -141,7 +149,7 @@ def assemble(results: Path, output: Path, runs: dict[str, dict], command: str) -
     from _common import markdown_table
 
     data, sections = {}, {}
-    for name in ("throughput", "notebooks"):
+    for name in ("throughput", "notebooks", "threads"):
         data[name], sections[name] = load(results, name)
     quality = [(d, md) for d, md in map(lambda stem: load(results, stem), quality_names(results)) if d is not None]
     quality.sort(key=lambda dm: (float(dm[0]["args"]["minutes"]), not dm[0]["args"].get("models", "").startswith("vae")))
@@ -169,7 +177,8 @@ def assemble(results: Path, output: Path, runs: dict[str, dict], command: str) -
         lines += ["", "> The machine was busy (load average above half the core count) when at least one "
                       "benchmark started: absolute timings are pessimistic; the alternating repetitions keep ratios fair."]
     titles = {"throughput": "1. Training throughput: the ordinary PyTorch loop against `fit`",
-              "quality": "2. Model quality under a time budget", "notebooks": "3. The series: notebooks and `make test`"}
+              "quality": "2. Model quality under a time budget", "notebooks": "3. The series: notebooks and `make test`",
+              "threads": "4. Training on a busy CPU: the thread policy"}
     for name in SCRIPTS:
         lines += ["", f"## {titles[name]}", ""]
         if sections[name] is None:
@@ -212,12 +221,14 @@ def main(argv: list[str] | None = None) -> int:
         script_args = {"throughput": ["--limit", "1280", "--reps", "1", "--threads", "1"],
                        "quality": ["--minutes", "0.05", "--k", "5", "--test-limit", "200", "--train-limit", "2000",
                                    "--checkpoints", str(args.results / "checkpoints")],
-                       "notebooks": ["--modes", "fast"]}
+                       "notebooks": ["--modes", "fast"],
+                       "threads": ["--limit", "2560", "--epochs", "2", "--reps", "1", "--busy", "0,1", "--notebook", "none"]}
     else:
         script_args = {"throughput": ["--reps", "5", "--ablation", "--profile", "--thread-study"],
                        "quality": ["--minutes", f"{args.minutes:g}"]
                        + ([] if args.minutes == 5 else ["--name", f"quality-{args.minutes:g}min"]),
-                       "notebooks": ["--modes", "full,fast"] + ([] if args.no_make_test else ["--make-test"])}
+                       "notebooks": ["--modes", "full,fast"] + ([] if args.no_make_test else ["--make-test"]),
+                       "threads": []}
     runs = {}
     if not args.assemble_only:
         for name in chosen:

@@ -243,7 +243,7 @@ def _writable_cache(dest: Path, todo: list[str]) -> None:
         dest.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=dest, prefix=".write-probe-", suffix=".part")
         os.close(fd)
-        os.unlink(probe)
+        Path(probe).unlink(missing_ok=True)  # a fetch cleaning leftovers may have removed it already
     except OSError as err:
         raise DataUnavailableError(
             f"the MNIST cache {dest} is not writable ({err.strerror or err}), so the missing file(s) {todo} cannot be"

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import threads
 from ._io import atomic_write_all
 from ._progress import progress_bar
 
@@ -226,73 +227,78 @@ def fit(
     good, pending, spare = _Snapshot().take(model, optimizer), None, _Snapshot()
     last_snap = time.perf_counter()
     snap_seconds = last_snap - snap_start
+    tuner = threads.tuner_for(device)  # CPU thread count: the policy of vae_helpers.threads
 
-    for epoch in range(len(history) + 1, len(history) + num_epochs + 1):
-        model.train()
-        t0 = time.perf_counter()
-        order = torch.randperm(n, generator=generator).to(device)
-        bar = progress_bar(n_batches, f"epoch {epoch}", progress)
-        sizes: list[int] = []
-        checked = 0
-        done = 0
-        for b in range(n_batches):
-            xb = train_x.index_select(0, order[b * batch_size : (b + 1) * batch_size])
-            if transform is not None:
-                xb = transform(xb)
-            terms = loss_fn(model, xb)
-            if not names:
-                _check_terms(terms)
-                names = ["loss"] + [key for key in terms if key != "loss"]
-            elif terms.keys() != set(names):
-                raise TypeError(f"the loss function returned the terms {sorted(terms)} after {sorted(names)}; "
-                                "it must return the same terms for every batch")
-            if b == 0:
-                records = torch.empty(n_batches, len(names), dtype=terms["loss"].dtype, device=terms["loss"].device)
-            optimizer.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            if clip_grad_norm is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
-            optimizer.step()
-            torch.stack([terms[key].detach() for key in names], out=records[b])
-            sizes.append(xb.shape[0])
-            done = b + 1
-            out_of_time = time_budget is not None and time.perf_counter() - started > time_budget
-            if done % sync_every == 0 or done == n_batches or out_of_time:
-                bad = _first_not_finite(records[checked:done, 0])
-                if bad is not None:
-                    bar.close()
-                    (pending if pending is not None and bad > 0 else good).restore(model, optimizer)
-                    raise FloatingPointError(
-                        f"the loss became {float(records[checked + bad, 0])} in epoch {epoch}, batch {checked + bad + 1}."
-                        f" The model and optimizer hold the last weights that gave a finite loss. Try a lower"
-                        f" learning rate than {lr:g}, gradient clipping (clip_grad_norm=...), or check the loss for log(0).")
-                if pending is not None:  # the loss of the batch after it was finite
-                    good, spare, pending = pending, good, None
-                if time.perf_counter() - last_snap >= SNAPSHOT_COST_RATIO * snap_seconds:
-                    snap_start = time.perf_counter()
-                    pending, spare = spare.take(model, optimizer), None  # reuses the older snapshot's buffers
-                    last_snap = time.perf_counter()
-                    snap_seconds = last_snap - snap_start
-                checked = done
-                if progress:
-                    bar.update(done - bar.n)
-                    bar.set_postfix(loss=f"{_epoch_means(records[:done], sizes)[0]:.4g}")
+    try:
+        for epoch in range(len(history) + 1, len(history) + num_epochs + 1):
+            model.train()
+            t0 = time.perf_counter()
+            order = torch.randperm(n, generator=generator).to(device)
+            bar = progress_bar(n_batches, f"epoch {epoch}", progress)
+            sizes: list[int] = []
+            checked = 0
+            done = 0
+            for b in range(n_batches):
+                tuner.tick(first=b == 0)
+                xb = train_x.index_select(0, order[b * batch_size : (b + 1) * batch_size])
+                if transform is not None:
+                    xb = transform(xb)
+                terms = loss_fn(model, xb)
+                if not names:
+                    _check_terms(terms)
+                    names = ["loss"] + [key for key in terms if key != "loss"]
+                elif terms.keys() != set(names):
+                    raise TypeError(f"the loss function returned the terms {sorted(terms)} after {sorted(names)}; "
+                                    "it must return the same terms for every batch")
+                if b == 0:
+                    records = torch.empty(n_batches, len(names), dtype=terms["loss"].dtype, device=terms["loss"].device)
+                optimizer.zero_grad(set_to_none=True)
+                terms["loss"].backward()
+                if clip_grad_norm is not None:
+                    nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+                optimizer.step()
+                torch.stack([terms[key].detach() for key in names], out=records[b])
+                sizes.append(xb.shape[0])
+                done = b + 1
+                out_of_time = time_budget is not None and time.perf_counter() - started > time_budget
+                if done % sync_every == 0 or done == n_batches or out_of_time:
+                    bad = _first_not_finite(records[checked:done, 0])
+                    if bad is not None:
+                        bar.close()
+                        (pending if pending is not None and bad > 0 else good).restore(model, optimizer)
+                        raise FloatingPointError(
+                            f"the loss became {float(records[checked + bad, 0])} in epoch {epoch}, batch {checked + bad + 1}."
+                            f" The model and optimizer hold the last weights that gave a finite loss. Try a lower"
+                            f" learning rate than {lr:g}, gradient clipping (clip_grad_norm=...), or check the loss for log(0).")
+                    if pending is not None:  # the loss of the batch after it was finite
+                        good, spare, pending = pending, good, None
+                    if time.perf_counter() - last_snap >= SNAPSHOT_COST_RATIO * snap_seconds:
+                        snap_start = time.perf_counter()
+                        pending, spare = spare.take(model, optimizer), None  # reuses the older snapshot's buffers
+                        last_snap = time.perf_counter()
+                        snap_seconds = last_snap - snap_start
+                    checked = done
+                    if progress:
+                        bar.update(done - bar.n)
+                        bar.set_postfix(loss=f"{_epoch_means(records[:done], sizes)[0]:.4g}")
+                if out_of_time:
+                    break
+            bar.close()
+            train_means = dict(zip(names, _epoch_means(records[:done], sizes)))
+            val_means = None
+            try:
+                if val_x is not None:
+                    val_means = evaluate(model, loss_fn, val_x)
+            finally:  # also when validation is interrupted: the epoch was trained, so it is recorded
+                history.add_epoch(train_means, val_means, time.perf_counter() - t0)
+            if sched is not None:
+                sched.step()
+            if callback is not None:
+                callback(epoch, model, history)
             if out_of_time:
                 break
-        bar.close()
-        train_means = dict(zip(names, _epoch_means(records[:done], sizes)))
-        val_means = None
-        try:
-            if val_x is not None:
-                val_means = evaluate(model, loss_fn, val_x)
-        finally:  # also when validation is interrupted: the epoch was trained, so it is recorded
-            history.add_epoch(train_means, val_means, time.perf_counter() - t0)
-        if sched is not None:
-            sched.step()
-        if callback is not None:
-            callback(epoch, model, history)
-        if out_of_time:
-            break
+    finally:  # also when training stops early: leave the thread count where the tuner settled
+        tuner.close()
     model.eval()
     return history
 
