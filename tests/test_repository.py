@@ -44,11 +44,21 @@ def test_data_files_are_ignored_by_git():
     assert "data/README.md" not in out.stdout
 
 
-def test_ci_runs_exactly_make_test():
+def test_ci_runs_make_test_with_the_browser_suite_required():
     script = (ROOT / ".ci" / "run").read_text()
     commands = [line.strip() for line in script.splitlines() if line.strip() and not line.strip().startswith("#")]
-    assert commands[-1] == "make test"
+    assert commands[-1] == "VAE_BROWSER_REQUIRED=1 make test"
     assert "set -euo pipefail" in script
+    assert "apt-get install" in script and "chromium" in script and "bubblewrap" in script
+
+
+def test_make_test_runs_the_browser_suite_after_the_rest_or_says_why_not():
+    recipe = (ROOT / "Makefile").read_text().split("\ntest:", 1)[1].split("\n\n", 1)[0]
+    lines = recipe.splitlines()
+    main_run = next(i for i, line in enumerate(lines) if "--nbval-lax" in line)
+    browser_run = next(i for i, line in enumerate(lines) if "pytest tests/browser" in line)
+    assert "--ignore=tests/browser" in lines[main_run] and browser_run > main_run
+    assert "labdriver.py --why-not" in recipe and "VAE_BROWSER_REQUIRED" in recipe
 
 
 def test_make_test_uses_fast_mode_npm_data_and_nbval():

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 import numpy as np
 import torch
 
@@ -114,8 +115,9 @@ def comparison_rows(rows: Sequence[ArrayLike], row_labels: Sequence[str], title:
 
 
 def training_curves(history: History, terms: Sequence[str] = ("loss",), title: str = "Training curves",
-                    ax: plt.Axes | None = None, ylabel: str = "loss per example") -> plt.Axes:
-    """Per-epoch train (solid) and validation (dashed) means of the named terms of a ``History``."""
+                    ax: plt.Axes | None = None, ylabel: str = "loss per example", log_scale: bool = False) -> plt.Axes:
+    """Per-epoch train (solid) and validation (dashed) means of the named terms of a ``History``, at whole-epoch
+    ticks; ``log_scale`` puts the values on a logarithmic axis (all must then be positive)."""
     if not isinstance(history, History):
         raise TypeError(f"history must be a vae_helpers.train.History, got {type(history).__name__}")
     ax = _axes(ax, (6, 3.5))
@@ -123,14 +125,23 @@ def training_curves(history: History, terms: Sequence[str] = ("loss",), title: s
         if term not in history.train:
             raise KeyError(f"history has no term {term!r}; it has {sorted(history.train)}")
         colour = f"C{i}"
+        if log_scale and min(history.train[term] + history.val.get(term, [])) <= 0:
+            raise ValueError(f"log_scale needs positive values, but term {term!r} has values <= 0")
         epochs = np.arange(1, len(history.train[term]) + 1)
         ax.plot(epochs, history.train[term], "-o", color=colour, ms=3, label=f"{term} (train)")
         if term in history.val:
             ax.plot(epochs[: len(history.val[term])], history.val[term], "--s", color=colour, ms=3, label=f"{term} (validation)")
+    num_epochs = len(history.train[terms[0]]) if terms else 0
+    if num_epochs <= 15:
+        ax.set_xticks(np.arange(1, num_epochs + 1))
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if log_scale:
+        ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend()
+    ax.legend(fontsize=8, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)  # below, off the data
     ax.grid(alpha=0.3)
     return ax
 
@@ -195,9 +206,10 @@ def latent_manifold(decode: Callable[[torch.Tensor], torch.Tensor], n: int = 20,
 
 
 def kl_per_dimension(kl: ArrayLike, threshold: float = 0.01, title: str = "Average KL per latent dimension",
-                     ax: plt.Axes | None = None) -> plt.Axes:
+                     ax: plt.Axes | None = None, log_scale: bool = False) -> plt.Axes:
     """Bars of the mean KL(q(z_d|x) || N(0, 1)) of each latent dimension ``(D,)``, sorted; dimensions below
-    ``threshold`` nats (inactive: their posterior is the prior) in grey. Introduced in notebook 02."""
+    ``threshold`` nats (inactive: their posterior is the prior) in grey; ``log_scale`` keeps small bars and the
+    threshold line visible. Introduced in notebook 02."""
     kl = kl.detach().cpu().numpy() if isinstance(kl, torch.Tensor) else np.asarray(kl, dtype=float)
     if kl.ndim != 1 or kl.size == 0:
         raise ValueError(f"kl must be a non-empty vector (latent_dim,), got shape {kl.shape}")
@@ -207,11 +219,192 @@ def kl_per_dimension(kl: ArrayLike, threshold: float = 0.01, title: str = "Avera
     ax = _axes(ax, (max(4.0, 0.35 * kl.size + 1.5), 3.2))
     colours = ["C0" if v > threshold else "lightgrey" for v in kl[order]]
     ax.bar(np.arange(kl.size), kl[order], color=colours)
-    ax.axhline(threshold, color="grey", ls=":", lw=1, label=f"{threshold:g} nats (active above)")
+    ax.axhline(threshold, color="black", ls=":", lw=1.5, label=f"{threshold:g} nats (active above)")
+    if log_scale:
+        ax.set_yscale("log")
+        ax.set_ylim(bottom=min(threshold / 3, max(kl.min(), 1e-6) / 3) if threshold > 0 else None)
     ax.set_xticks(np.arange(kl.size))
     ax.set_xticklabels([str(d + 1) for d in order], fontsize=7)
     ax.set_xlabel("latent dimension (sorted by KL)")
     ax.set_ylabel("mean KL per example (nats)")
     ax.set_title(title)
     ax.legend(frameon=False)
+    return ax
+
+
+def _as_array(values: ArrayLike | Sequence[float], name: str) -> np.ndarray:
+    array = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values, dtype=float)
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} must be finite numbers, got {array}")
+    return array.astype(float)
+
+
+def posterior_ellipses(mu: ArrayLike, logvar: ArrayLike, labels: ArrayLike | None = None, n_std: float = 1.0,
+                       title: str = "Posteriors q(z|x) as ellipses mu ± sigma", ax: plt.Axes | None = None) -> plt.Axes:
+    """Draw each diagonal Gaussian q(z|x) of a 2-D code as an ellipse of half-axes ``n_std * sigma`` around ``mu``.
+
+    mu, logvar: ``(N, 2)``; labels: ``(N,)`` digit labels for the colours. Introduced in notebook 02.
+    """
+    from matplotlib.collections import EllipseCollection
+
+    mu, logvar = _as_array(mu, "mu"), _as_array(logvar, "logvar")
+    if mu.ndim != 2 or mu.shape[1] != 2 or mu.shape != logvar.shape:
+        raise ValueError(f"mu and logvar must both be (N, 2), got {mu.shape} and {logvar.shape}")
+    if not n_std > 0:
+        raise ValueError(f"n_std must be a positive number of standard deviations, got {n_std!r}")
+    ax = _axes(ax, (6, 5.5))
+    sigma = np.exp(0.5 * logvar)
+    cmap = plt.get_cmap("tab10")
+    colours = [cmap(int(d) % 10) for d in _as_array(labels, "labels")] if labels is not None else "C0"
+    ellipses = EllipseCollection(2 * n_std * sigma[:, 0], 2 * n_std * sigma[:, 1], np.zeros(len(mu)), units="xy",
+                                 offsets=mu, offset_transform=ax.transData, facecolors=colours, edgecolors=colours,
+                                 alpha=0.25, linewidths=0.5)
+    ax.add_collection(ellipses)
+    ax.scatter(mu[:, 0], mu[:, 1], s=2, c=colours, zorder=3)
+    reach = np.abs(mu).max(0) + n_std * sigma.max(0) + 0.2
+    ax.set_xlim(-reach[0], reach[0])
+    ax.set_ylim(-reach[1], reach[1])
+    ax.set_aspect("equal")
+    ax.set_xlabel("$z_1$")
+    ax.set_ylabel("$z_2$")
+    ax.set_title(title)
+    return ax
+
+
+def aggregate_posterior(z: ArrayLike, limit: float = 4.0, bins: int = 80,
+                        title: str = "Aggregate posterior q(z) against the prior N(0, I)", ax: plt.Axes | None = None) -> plt.Axes:
+    """2-D histogram of codes ``z`` (N, 2), one draw from q(z|x) per digit, with the prior's 1, 2, 3 sigma circles."""
+    z = _as_array(z, "z")
+    if z.ndim != 2 or z.shape[1] != 2 or len(z) == 0:
+        raise ValueError(f"z must be a non-empty (N, 2) array of codes, got shape {z.shape}")
+    if not limit > 0:
+        raise ValueError(f"limit must be positive, got {limit!r}")
+    ax = _axes(ax, (5.5, 5))
+    edges = np.linspace(-limit, limit, bins + 1)
+    density, _, _ = np.histogram2d(z[:, 0], z[:, 1], bins=[edges, edges], density=True)
+    image = ax.imshow(density.T, origin="lower", extent=(-limit, limit, -limit, limit), cmap="Blues")
+    ax.figure.colorbar(image, ax=ax, label="density of the codes", fraction=0.046)
+    for radius, mass in ((1, 39), (2, 86), (3, 99)):
+        ax.add_patch(plt.Circle((0, 0), radius, fill=False, ls="--", color="C3", lw=1))
+        ax.text(radius * 0.71, radius * 0.71, f"{mass}%", color="C3", fontsize=8)
+    ax.set_xlabel("$z_1$")
+    ax.set_ylabel("$z_2$")
+    ax.set_title(title)
+    return ax
+
+
+def bound_gap_bars(neg_log_px: ArrayLike | Sequence[float], gaps: ArrayLike | Sequence[float], labels: Sequence[str],
+                   title: str = "-ELBO = -log p(x) + gap", ax: plt.Axes | None = None,
+                   gap_label: str = "gap: KL(q(z|x) || p(z|x))") -> plt.Axes:
+    """Stacked bars, one per model or q: ``-log p(x)`` below, the ELBO's ``gap`` on top; the total is ``-ELBO``."""
+    neg_log_px, gaps = _as_array(neg_log_px, "neg_log_px"), _as_array(gaps, "gaps")
+    neg_log_px = np.broadcast_to(neg_log_px, gaps.shape) if neg_log_px.ndim == 0 else neg_log_px
+    if gaps.ndim != 1 or neg_log_px.shape != gaps.shape or len(labels) != len(gaps):
+        raise ValueError(f"need one -log p(x), one gap and one label per bar, got {neg_log_px.shape}, {gaps.shape}, {len(labels)}")
+    ax = _axes(ax, (1.6 * len(gaps) + 2, 3.5))
+    position = np.arange(len(gaps))
+    ax.bar(position, neg_log_px, color="C0", label="-log p(x)")
+    ax.bar(position, gaps, bottom=neg_log_px, color="C3", label=gap_label)
+    for i, (base, gap) in enumerate(zip(neg_log_px, gaps)):
+        ax.text(i, base + max(gap, 0), f"{base + gap:.2f}", ha="center", va="bottom", fontsize=8)
+        ax.text(i, base / 2, f"{base:.2f}", ha="center", va="center", color="white", fontsize=8)
+    ax.set_xticks(position)
+    ax.set_xticklabels(labels)
+    ax.set_ylabel("nats")
+    ax.set_ylim(top=float(np.max(neg_log_px + np.maximum(gaps, 0))) * 1.25)
+    ax.set_title(title)
+    ax.legend(loc="upper left", fontsize=8)
+    return ax
+
+
+def planar_map_guides(u: ArrayLike, w: ArrayLike, b: float | ArrayLike, ax: plt.Axes) -> plt.Axes:
+    """Draw the hyperplane ``w^T z + b = 0`` of a 2-D planar map and its direction ``u`` as an arrow on ``ax``."""
+    u, w, b = _as_array(u, "u").reshape(-1), _as_array(w, "w").reshape(-1), float(_as_array(b, "b").reshape(-1)[0])
+    if u.shape != (2,) or w.shape != (2,):
+        raise ValueError(f"u and w must be 2-D vectors, got shapes {u.shape} and {w.shape}")
+    if not np.any(w):
+        raise ValueError("w must not be zero: it is the normal of the hyperplane")
+    foot = -b * w / (w @ w)                      # the point of the plane nearest the origin
+    along = np.array([-w[1], w[0]]) / np.linalg.norm(w)
+    ends = np.stack([foot - 20 * along, foot + 20 * along])
+    xlim, ylim = ax.get_xlim(), ax.get_ylim()
+    ax.plot(ends[:, 0], ends[:, 1], "k--", lw=1.2, label="$w^T z + b = 0$")
+    ax.annotate("", xy=foot + u, xytext=foot, arrowprops=dict(arrowstyle="-|>", color="k", lw=2))
+    ax.text(*(foot + 1.08 * u), "$u$", fontsize=12, fontweight="bold")
+    ax.set_xlim(xlim)
+    ax.set_ylim(ylim)
+    return ax
+
+
+_NODE_STYLE = {
+    "data": dict(boxstyle="round,pad=0.4", fc="white", ec="black"),
+    "layer": dict(boxstyle="round,pad=0.4", fc="#cfe2f3", ec="#3d85c6"),
+    "code": dict(boxstyle="round,pad=0.4", fc="#fff2cc", ec="#bf9000"),
+    "random": dict(boxstyle="circle,pad=0.3", fc="#f4cccc", ec="#cc0000"),
+    "loss": dict(boxstyle="round,pad=0.4", fc="#d9ead3", ec="#38761d"),
+}
+
+
+def _node(ax: plt.Axes, xy: tuple[float, float], text: str, kind: str) -> plt.Text:
+    return ax.text(*xy, text, ha="center", va="center", fontsize=9, bbox=_NODE_STYLE[kind], zorder=2)
+
+
+def _arrow(ax: plt.Axes, start: plt.Text, end: plt.Text, gradient: bool = False, offset: float = 0.0) -> None:
+    """An arrow from node ``start`` to node ``end``, cut at the edges of their boxes (dashed red: a gradient)."""
+    style = dict(arrowstyle="-|>", color="#cc0000", lw=1.5, ls="--") if gradient else dict(arrowstyle="-|>", color="black", lw=1.2)
+    (x0, y0), (x1, y1) = start.get_position(), end.get_position()
+    ax.annotate("", xy=(x1, y1 + offset), xytext=(x0, y0 + offset), zorder=3,
+                arrowprops=dict(style, patchA=start.get_bbox_patch(), patchB=end.get_bbox_patch(), shrinkA=1, shrinkB=1))
+
+
+def network_diagram(blocks: Sequence[tuple[str, str]], title: str, ax: plt.Axes | None = None) -> plt.Axes:
+    """A network drawn left to right as a chain of blocks ``(label, kind)``; kind is one of
+    "data", "layer", "code", "random" or "loss" (colours in the legend of ``reparameterization_graph``)."""
+    if not blocks:
+        raise ValueError("blocks must list at least one (label, kind) pair")
+    for label, kind in blocks:
+        if kind not in _NODE_STYLE:
+            raise ValueError(f"block kind must be one of {sorted(_NODE_STYLE)}, got {kind!r} for {label!r}")
+    ax = _axes(ax, (1.7 * len(blocks) + 0.5, 1.8))
+    nodes = [_node(ax, (i, 0), label, kind) for i, (label, kind) in enumerate(blocks)]
+    for start, end in zip(nodes, nodes[1:]):
+        _arrow(ax, start, end)
+    ax.set_xlim(-0.6, len(blocks) - 0.4)
+    ax.set_ylim(-0.6, 0.6)
+    ax.axis("off")
+    ax.set_title(title)
+    return ax
+
+
+def reparameterization_graph(reparameterized: bool = True, ax: plt.Axes | None = None) -> plt.Axes:
+    """The VAE's computation graph with the sample drawn inside it (no gradient to the encoder) or, with
+    ``reparameterized``, as z = mu + sigma * eps with eps from outside (gradients, dashed red, reach the encoder)."""
+    ax = _axes(ax, (7, 3.2))
+    at = {"x": (0, 0), "enc": (1, 0), "mu": (2, 0.5), "lv": (2, -0.5), "z": (3.2, 0), "dec": (4.3, 0), "loss": (5.4, 0)}
+    node = {"x": _node(ax, at["x"], "x", "data"), "enc": _node(ax, at["enc"], "encoder\n$\\phi$", "layer"),
+            "mu": _node(ax, at["mu"], "$\\mu$", "code"), "lv": _node(ax, at["lv"], "$\\log\\sigma^2$", "code")}
+    if reparameterized:
+        node["eps"] = _node(ax, (3.2, -1.1), "$\\varepsilon$\n~N(0, I)", "random")
+        node["z"] = _node(ax, at["z"], "$z = \\mu + \\sigma \\odot \\varepsilon$", "code")
+        _arrow(ax, node["eps"], node["z"])
+    else:
+        node["z"] = _node(ax, at["z"], "$z$ ~\nN($\\mu$, $\\sigma^2$)", "random")
+    node["dec"] = _node(ax, at["dec"], "decoder\n$\\theta$", "layer")
+    node["loss"] = _node(ax, at["loss"], "$-$ELBO", "loss")
+    for a, b in [("x", "enc"), ("enc", "mu"), ("enc", "lv"), ("mu", "z"), ("lv", "z"), ("z", "dec"), ("dec", "loss")]:
+        _arrow(ax, node[a], node[b])
+    ax.annotate("", xy=(at["loss"][0], 0.25), xytext=(at["x"][0], 0.25),
+                arrowprops=dict(arrowstyle="-|>", color="grey", lw=0.8, connectionstyle="arc3,rad=-0.25"))
+    back = [("loss", "dec"), ("dec", "z")] + ([("z", "mu"), ("z", "lv"), ("mu", "enc"), ("lv", "enc")] if reparameterized else [])
+    for a, b in back:
+        _arrow(ax, node[a], node[b], gradient=True, offset=0.12)
+    ax.plot([], [], "--", color="#cc0000", label="gradient")
+    if not reparameterized:
+        ax.text(2.6, -1.0, "no gradient through a random draw:\nthe encoder gets no signal from the decoder",
+                ha="center", fontsize=8, color="#cc0000")
+    ax.set_xlim(-0.5, 5.9)
+    ax.set_ylim(-1.6, 1.3)
+    ax.axis("off")
+    ax.legend(loc="upper left", fontsize=8, frameon=False)
+    ax.set_title("Reparameterised: $z = \\mu + \\sigma \\odot \\varepsilon$" if reparameterized else "Sampling inside the graph")
     return ax

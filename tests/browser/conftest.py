@@ -31,6 +31,7 @@ class StudentRun:
     name: str
     page: Any
     dirty_after_open: bool | None = None
+    dirty_after_reopen: bool | None = None  # set by the notebook 03 test that saves, closes and reopens it
     notebook: dict[str, Any] | None = None  # the model right after Run All finished
     shown: dict[int, str] = field(default_factory=dict)  # the page's output text of each code cell, at that time
     error: str | None = None
@@ -82,6 +83,11 @@ def _step(run: StudentRun, action: Any) -> None:
         action(run)
     except Exception as err:  # noqa: BLE001 - reported by the test of this notebook
         run.error = f"{type(err).__name__}: {err}"
+        if isinstance(err, labdriver.RunStopped) and err.pending:
+            try:  # show the cell where the run stopped, not the top of the notebook
+                labdriver.cell_node(run.page, max(0, err.pending[0] - 1))
+            except Exception:  # noqa: BLE001 - the screenshot is still taken
+                pass
         shot = labdriver.screenshot(run.page, f"run-all-{run.name}")
         if shot:
             run.screenshots.append(shot)

@@ -258,37 +258,24 @@ def open_notebook(browser: Browser, lab: Lab, name: str, timeout_s: float = 120.
     return page
 
 
-_PANEL_JS = """(name) => {
-  const app = window.jupyterapp;
-  if (!app) return null;
-  for (const w of app.shell.widgets('main')) {
-    if (w.context && w.context.path === name && w.content && w.content.model) return w;
-  }
-  return null;
+_KERNEL_JS = """() => {
+  const app = window.jupyterapp; if (!app) return 'no app';
+  const w = app.shell.currentWidget;
+  if (!w || !w.sessionContext || !w.content || !w.content.model) return 'no notebook';
+  const sc = w.sessionContext; const k = sc.session && sc.session.kernel;
+  if (!w.context.isReady || sc.isDisposed) return 'loading';
+  if (!k) return 'no kernel';
+  return k.connectionStatus === 'connected' ? k.status : k.connectionStatus;
 }"""
 
 
-def _panel_js(body: str) -> str:
-    """JS taking the notebook's path that finds its panel as ``panel`` and runs ``body``."""
-    return f"(name) => {{ const panel = ({_PANEL_JS})(name); {body} }}"
-
-
-def wait_for_kernel_idle(page: Page, timeout_s: float, name: str | None = None) -> None:
+def wait_for_kernel_idle(page: Page, timeout_s: float) -> None:
     """Wait until the current notebook's kernel is started, connected and idle (checked twice, 0.5 s apart)."""
-    js = """() => {
-      const app = window.jupyterapp; if (!app) return 'no app';
-      const w = app.shell.currentWidget;
-      if (!w || !w.sessionContext || !w.content || !w.content.model) return 'no notebook';
-      const sc = w.sessionContext; const k = sc.session && sc.session.kernel;
-      if (!w.context.isReady || sc.isDisposed) return 'loading';
-      if (!k) return 'no kernel';
-      return k.connectionStatus === 'connected' ? k.status : k.connectionStatus;
-    }"""
     deadline = time.monotonic() + timeout_s
     idle_since = None
     state = None
     while time.monotonic() < deadline:
-        state = page.evaluate(js)
+        state = page.evaluate(_KERNEL_JS)
         if state == "idle":
             if idle_since is not None and time.monotonic() - idle_since >= 0.5:
                 return
@@ -348,17 +335,34 @@ _PENDING_JS = """() => {
 }"""
 
 
-def wait_until_run(page: Page, timeout_s: float) -> dict[str, Any]:
-    """Wait until no code cell is waiting or running and the kernel is idle; then the notebook JSON."""
+class RunStopped(AssertionError):
+    """Run All ended (nothing running or queued, kernel idle) with code cells that never ran."""
+
+    def __init__(self, pending: list[int]):
+        super().__init__(f"Run All stopped before these code cells ran (0-based cell indices): {pending}")
+        self.pending = pending
+
+
+def wait_until_run(page: Page, timeout_s: float, settle_s: float = 3.0) -> dict[str, Any]:
+    """Wait until no code cell is queued or running and the kernel is idle; then the notebook JSON.
+
+    Raises ``RunStopped`` when that state holds for ``settle_s`` while some code cell never ran (the
+    run halted at an error), and ``TimeoutError`` after ``timeout_s``.
+    """
     deadline = time.monotonic() + timeout_s
+    quiet_since = None
     page.wait_for_timeout(1000)
     while True:
         pending, running = page.evaluate(_PENDING_JS)
-        if not pending and not running:
+        quiet = not running and page.evaluate(_KERNEL_JS) == "idle"
+        quiet_since = (quiet_since or time.monotonic()) if quiet else None
+        if quiet and not pending:
             wait_for_kernel_idle(page, max(5.0, deadline - time.monotonic()))
             pending, running = page.evaluate(_PENDING_JS)
             if not pending and not running:
                 return notebook_json(page)
+        elif quiet and time.monotonic() - quiet_since >= settle_s:
+            raise RunStopped(pending)
         if time.monotonic() > deadline:
             raise TimeoutError(f"Run All did not finish within {timeout_s:.0f} s; code cells not run: {pending}")
         page.wait_for_timeout(1000)

@@ -10,6 +10,7 @@ import pytest
 import labdriver
 
 pytestmark = pytest.mark.browser
+# These tests need no chromium (they start JupyterLab only), so they do not skip without one.
 
 
 def test_why_not_names_a_missing_chromium(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -48,12 +49,11 @@ def test_server_its_kernel_and_its_directories_are_gone_after_a_failure() -> Non
         assert not _alive(pid), f"process {pid} ({'server' if pid == seen['server'] else 'kernel'}) still runs"
 
 
-def test_the_server_answers_only_with_its_token() -> None:
+def test_the_server_answers_only_with_its_token(lab: labdriver.Lab) -> None:
     import urllib.error
     import urllib.request
 
-    with labdriver.jupyter_lab() as lab:
-        with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(f"{lab.url}/api/contents", timeout=30)
-        assert refused.value.code == 403
-        assert lab.api("GET", "/api/contents")["type"] == "directory"
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{lab.url}/api/contents", timeout=30)
+    assert refused.value.code == 403
+    assert lab.api("GET", "/api/contents")["type"] == "directory"

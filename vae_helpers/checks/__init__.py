@@ -10,18 +10,23 @@ Every checker has unit tests that feed it its catalogue of wrong, cheating and v
 from ._core import (CheckFailed, call_learner, close, compare, expect_tensor, install_short_feedback, ok,
                     points_table, seeded)
 from .ae import check_autoencoder_forward, check_cross_entropy_loss, check_squared_error_loss, check_training_step
-from .conv import check_conv_decode, check_conv_output_size, check_interpolate_latents
-from .flows import check_constrain_u, check_flow_free_energy, check_planar_transform
-from .vae import check_gaussian_kl, check_gaussian_log_likelihood, check_iwae_estimate, check_negative_elbo, check_reparameterize
+from .build import (check_autoencoder_module, check_conv_encoder, check_sample_posterior, check_train_autoencoder,
+                    check_vae_module)
+from .conv import check_conv_decode, check_conv_output_size, check_interpolate_latents, check_receptive_field
+from .flows import check_constrain_u, check_energy_u1, check_flow_free_energy, check_planar_transform
+from .vae import (check_active_units, check_gaussian_kl, check_gaussian_log_likelihood, check_iwae_estimate, check_kl_per_dimension,
+                  check_negative_elbo, check_reparameterize)
 
 __all__ = [
     "CheckFailed", "call_learner", "close", "compare", "expect_tensor", "install_short_feedback", "ok", "points_table",
     "seeded",
     "check_autoencoder_forward", "check_cross_entropy_loss", "check_squared_error_loss", "check_training_step",
+    "check_autoencoder_module", "check_train_autoencoder", "check_vae_module", "check_conv_encoder",
+    "check_sample_posterior",
     "check_gaussian_kl", "check_gaussian_log_likelihood", "check_reparameterize", "check_negative_elbo",
-    "check_iwae_estimate",
-    "check_conv_output_size", "check_conv_decode", "check_interpolate_latents",
-    "check_planar_transform", "check_constrain_u", "check_flow_free_energy",
+    "check_iwae_estimate", "check_kl_per_dimension", "check_active_units",
+    "check_conv_output_size", "check_conv_decode", "check_interpolate_latents", "check_receptive_field",
+    "check_planar_transform", "check_constrain_u", "check_flow_free_energy", "check_energy_u1",
 ]
 
 install_short_feedback()

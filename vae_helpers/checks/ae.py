@@ -38,7 +38,7 @@ def check_autoencoder_forward(fn: Callable[..., Any]) -> None:
             out = call_learner(fn, x.clone(), *layers, name=label)
             if not isinstance(out, tuple) or len(out) != 2:
                 raise CheckFailed(f"{label} should return a pair (z, x_hat), got {type(out).__name__}"
-                                     + (f" of length {len(out)}" if isinstance(out, (tuple, list)) else ""))
+                                  + (f" of length {len(out)}" if isinstance(out, (tuple, list)) else ""))
             z, x_hat = out
             if isinstance(z, torch.Tensor) and isinstance(x_hat, torch.Tensor) and tuple(z.shape) == (batch, input_dim) \
                     and tuple(x_hat.shape) == (batch, latent_dim):
@@ -86,12 +86,12 @@ def _expect_batch_scalar(out: Any, batch: int, label: str) -> torch.Tensor:
     if isinstance(out, torch.Tensor) and out.dim() > 0:
         if tuple(out.shape) == (batch,):
             raise CheckFailed(f"{label} returned one value per image, shape ({batch},); "
-                                 "the training loss is one number: take the mean over the batch as well")
+                              "the training loss is one number: take the mean over the batch as well")
         raise CheckFailed(f"{label} returned shape {tuple(out.shape)}; it should be a single number: "
-                             "sum over the pixels (dim=1), then take the mean over the batch")
+                          "sum over the pixels (dim=1), then take the mean over the batch")
     if isinstance(out, (int, float)) and not isinstance(out, bool):
         raise CheckFailed(f"{label} returned a Python number; return the tensor so that gradients can flow "
-                             "(no .item() inside a loss)")
+                          "(no .item() inside a loss)")
     return expect_tensor(out, (), label, "Return a scalar tensor.")
 
 
@@ -143,8 +143,8 @@ def check_cross_entropy_loss(fn: Callable[[torch.Tensor, torch.Tensor], torch.Te
         out = call_learner(fn, x.clone(), logits.clone(), name=label)
         if isinstance(out, torch.Tensor) and torch.isnan(out).any():
             raise CheckFailed(f"{label} returned nan: logits can be any real number, so log(logits) or "
-                                 "log(1 - logits) fails; turn them into probabilities with a sigmoid, or better, "
-                                 "compute from the logits: -(x * logits - F.softplus(logits))")
+                              "log(1 - logits) fails; turn them into probabilities with a sigmoid, or better, "
+                              "compute from the logits: -(x * logits - F.softplus(logits))")
         got = _expect_batch_scalar(out, batch, label)
         ref = -bernoulli_log_likelihood(x, logits).mean()
         expected = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / batch
@@ -231,17 +231,17 @@ def check_training_step(fn: Callable[..., Any]) -> None:
             )
         elif close(moved, -lr * (grad_now + stale), rtol=1e-3, atol=1e-6):
             raise CheckFailed(f"on the second call of {label} the step used the sum of this batch's and the previous "
-                                 "batch's gradients: call optimizer.zero_grad() before loss.backward(), because "
-                                 "backward() adds to the .grad already there")
+                              "batch's gradients: call optimizer.zero_grad() before loss.backward(), because "
+                              "backward() adds to the .grad already there")
         elif close(moved, -lr * stale, rtol=1e-3, atol=1e-6):
             raise CheckFailed(f"{label} stepped with the previous batch's gradients: the order is "
-                                 "zero_grad(), loss.backward(), optimizer.step()")
+                              "zero_grad(), loss.backward(), optimizer.step()")
         elif close(moved, lr * grad_now, rtol=1e-3, atol=1e-6):
             raise CheckFailed(f"{label} climbed the loss instead of descending it: minimise loss_fn(model, x)['loss'] "
-                                 "itself (no minus sign) and let the optimizer take the step")
+                              "itself (no minus sign) and let the optimizer take the step")
         else:
             raise CheckFailed(f"{label} changed the parameters, but not by one gradient step on loss_fn(model, x)['loss'] "
-                                 "(check: one forward pass, loss.backward(), optimizer.step(), no extra steps)")
+                              "(check: one forward pass, loss.backward(), optimizer.step(), no extra steps)")
         if isinstance(out, torch.Tensor) and out.numel() == 1:
             if out.requires_grad:
                 raise CheckFailed(f"{label} returned the loss tensor with its graph; return a plain number with loss.item()")
@@ -255,3 +255,4 @@ def check_training_step(fn: Callable[..., Any]) -> None:
                     if abs(out - after) <= 1e-4 * max(1.0, abs(after)) else "return loss.item() of this batch's loss")
             raise CheckFailed(f"{label} returned {out:.5g}, expected the batch loss {loss_before:.5g}: {hint}")
     ok(f"{label} takes exactly one gradient step per call ({len(batches)} calls in a row) and returns the batch loss")
+

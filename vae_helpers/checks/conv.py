@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import torch
@@ -28,7 +29,7 @@ def check_conv_output_size(fn: Callable[[int, int, int, int], int]) -> None:
         out = call_learner(fn, size, k, s, p, name="conv_output_size")
         if isinstance(out, float) and out != int(out):
             raise CheckFailed(f"conv_output_size({size}, {k}, {s}, {p}) returned {out}, a fraction: a layer cannot "
-                                 "output part of a pixel. Round down with floor division // (not /)")
+                              "output part of a pixel. Round down with floor division // (not /)")
         if isinstance(out, torch.Tensor) and out.numel() == 1:
             out = out.item()
         if isinstance(out, bool) or not isinstance(out, (int, float)) and not hasattr(out, "__index__"):
@@ -62,7 +63,7 @@ def check_conv_output_size(fn: Callable[[int, int, int, int], int]) -> None:
         i = next(j for j, (a, b) in enumerate(zip(got, expected)) if a != b)
         size, k, s, p = _CONV_CASES[i]
         raise CheckFailed(f"conv_output_size(size={size}, kernel_size={k}, stride={s}, padding={p}) returned {got[i]}, "
-                             f"but nn.Conv2d gives {expected[i]}. Use (size + 2*padding - kernel_size) // stride + 1")
+                          f"but nn.Conv2d gives {expected[i]}. Use (size + 2*padding - kernel_size) // stride + 1")
     ok(f"conv_output_size agrees with nn.Conv2d on {len(_CONV_CASES)} layer settings")
 
 
@@ -97,8 +98,8 @@ def check_conv_decode(fn: Callable[[Any, torch.Tensor], torch.Tensor]) -> None:
                     if "shape" not in str(err) and "size" not in str(err):
                         raise
                     raise CheckFailed(f"{err}. Hint: reshape the dense output with the batch size of z and the model's "
-                                         f"own sizes, h.view(z.shape[0], C, s, s) with C = model.config.channels[-1] "
-                                         f"and s = model.config.feature_size (here {C} and {s}); do not hard-code 64 or 14") from err.__cause__
+                                      f"own sizes, h.view(z.shape[0], C, s, s) with C = model.config.channels[-1] "
+                                      f"and s = model.config.feature_size (here {C} and {s}); do not hard-code 64 or 14") from err.__cause__
                 expected = model.decode(z)
                 h = model.from_z(z)
                 channels_last = model.decoder(h.view(batch, s, s, C).permute(0, 3, 1, 2))
@@ -141,10 +142,10 @@ def check_interpolate_latents(fn: Callable[[torch.Tensor, torch.Tensor, int], to
         out = call_learner(fn, z_start.clone(), z_end.clone(), n, name="interpolate_latents")
         if isinstance(out, torch.Tensor) and tuple(out.shape) == (dim, n) and dim != n:
             raise CheckFailed(f"interpolate_latents returned shape {(dim, n)}, expected {(n, dim)}: one row per step "
-                                 "(num_steps, D); transpose, or build t as a column t[:, None]")
+                              "(num_steps, D); transpose, or build t as a column t[:, None]")
         if isinstance(out, torch.Tensor) and out.dim() == 2 and out.shape[1] == dim and out.shape[0] != n:
             raise CheckFailed(f"interpolate_latents returned {out.shape[0]} steps, expected num_steps = {n}, "
-                                 "both ends included: torch.linspace(0, 1, num_steps)")
+                              "both ends included: torch.linspace(0, 1, num_steps)")
         out = expect_tensor(out, (n, dim), "interpolate_latents", hint="Return one row per step: (num_steps, D).")
         t = torch.linspace(0.0, 1.0, n)[:, None]
         expected = torch.lerp(z_start, z_end, t)
@@ -162,3 +163,48 @@ def check_interpolate_latents(fn: Callable[[torch.Tensor, torch.Tensor, int], to
                 z_start + t * z_end,
         }, rtol=1e-5, atol=1e-5)
     ok(f"interpolate_latents matches (1 - t) z_start + t z_end on {len(cases)} cases, both ends included")
+
+
+_FIELD_CASES = (((3,), (1,)), ((3, 3), (1, 1)), ((3, 3), (2, 2)), ((5, 3, 3), (1, 2, 2)), ((7, 3), (2, 1)),
+                ((4, 4, 4), (2, 2, 2)), ((1,), (1,)), ((3, 3, 3, 3), (1, 2, 1, 1)), ((3, 3, 3, 3), (2, 2, 2, 2)))
+
+
+def _field_by_autograd(kernel_sizes: tuple[int, ...], strides: tuple[int, ...]) -> int:
+    """How many input positions the first output of a 1-D conv stack depends on, from autograd."""
+    layers = [torch.nn.Conv1d(1, 1, k, stride=s, bias=False) for k, s in zip(kernel_sizes, strides)]
+    for layer in layers:
+        torch.nn.init.ones_(layer.weight)
+    x = torch.ones(1, 1, 256, requires_grad=True)
+    out = torch.nn.Sequential(*layers)(x)
+    (grad,) = torch.autograd.grad(out[0, 0, 0], x)
+    return int((grad != 0).sum())
+
+
+def check_receptive_field(fn: Callable[[list[int], list[int]], int]) -> None:
+    """Check ``fn(kernel_sizes, strides) -> int`` against autograd on stacks of convolutions."""
+    for kernel_sizes, strides in _FIELD_CASES:
+        out = call_learner(fn, list(kernel_sizes), list(strides), name="receptive_field")
+        if isinstance(out, torch.Tensor) and out.numel() == 1:
+            out = out.item()
+        if isinstance(out, float) and out == int(out):
+            out = int(out)
+        if isinstance(out, bool) or not isinstance(out, int):
+            raise CheckFailed(f"receptive_field should return an int, got {type(out).__name__}")
+        expected = _field_by_autograd(kernel_sizes, strides)
+        if out == expected:
+            continue
+        jumps = [1]
+        for s in strides[:-1]:
+            jumps.append(jumps[-1] * s)
+        mistakes = [
+            (1 + sum(k - 1 for k in kernel_sizes), "the strides matter: after a stride-2 layer, one step of the next kernel "
+                                                   "covers two input pixels, so weight (k - 1) by the product of the earlier strides"),
+            (1 + sum((k - 1) * j * s for k, s, j in zip(kernel_sizes, strides, jumps)),
+             "a layer's own stride does not widen its field; only the strides of the layers before it do"),
+            (sum(kernel_sizes), "the fields overlap: add (k - 1) per layer (weighted by the earlier strides), plus 1"),
+            (math.prod(kernel_sizes), "the field grows by adding, not multiplying, the kernel sizes"),
+        ]
+        hint = next((h for value, h in mistakes if value == out), "r = 1 + Σ_i (k_i - 1) Π_{j<i} s_j")
+        raise CheckFailed(f"receptive_field({list(kernel_sizes)}, {list(strides)}) returned {out}, but one output of "
+                          f"these convolutions depends on {expected} input pixels. Likely mistake: {hint}")
+    ok(f"receptive_field agrees with autograd on {len(_FIELD_CASES)} stacks of convolutions")

@@ -13,7 +13,7 @@ def _learner_pair(out: Any, label: str) -> tuple[Any, Any]:
     """Unpack the ``(z_new, log_det)`` pair a planar transform returns, or fail with a clear message."""
     if not isinstance(out, (tuple, list)) or len(out) != 2:
         raise CheckFailed(f"{label} should return a pair (z_new, log_det), got {type(out).__name__}"
-                             + (f" of length {len(out)}" if isinstance(out, (tuple, list)) else ""))
+                          + (f" of length {len(out)}" if isinstance(out, (tuple, list)) else ""))
     return out[0], out[1]
 
 
@@ -21,10 +21,10 @@ def _expect_per_example(out: Any, batch: int, label: str, what: str) -> torch.Te
     """``expect_tensor`` for one value per example, with hints for the usual shape mistakes."""
     if isinstance(out, torch.Tensor) and out.dim() == 0:
         raise CheckFailed(f"{label} returned a single number; it should return {what}, shape ({batch},): "
-                             "do not sum or average over the batch")
+                          "do not sum or average over the batch")
     if isinstance(out, torch.Tensor) and out.dim() == 2 and out.shape[0] == batch:
         raise CheckFailed(f"{label} returned shape {tuple(out.shape)}, expected ({batch},): one value per example; "
-                             + ("drop the trailing dimension of size 1 (e.g. .squeeze(-1)) or sum over dim=-1"
+                          + ("drop the trailing dimension of size 1 (e.g. .squeeze(-1)) or sum over dim=-1"
                                 if out.shape[1] == 1 else "sum over the last dimension (dim=-1)"))
     return expect_tensor(out, (batch,), label, hint=f"Return {what}.")
 
@@ -81,7 +81,7 @@ def check_planar_transform(fn: Callable[..., Any]) -> None:
         det = 1 + (1 - h.pow(2)) * (w @ u)  # 1 + uᵀψ(z), (B,)
         if isinstance(log_det, torch.Tensor) and log_det.shape == (batch,) and torch.isnan(log_det).any() and (det < 0).any():
             raise CheckFailed("planar_transform's log_det is nan where 1 + uᵀψ(z) < 0: the log of a negative number. "
-                                 "The determinant can be negative; take the log of its absolute value, log|1 + uᵀψ(z)|")
+                              "The determinant can be negative; take the log of its absolute value, log|1 + uᵀψ(z)|")
         log_det = _expect_per_example(log_det, batch, "planar_transform's log_det", "one log-determinant per example")
         compare(log_det, oracle.float(), "planar_transform's log_det (compared with log|det J| from autograd)", {
             "wrong sign: the log-determinant is +log|1 + uᵀψ(z)|, not minus": -ref_ld,
@@ -110,8 +110,13 @@ def check_constrain_u(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) 
              (torch.randn(6, 3, generator=g), torch.randn(6, 3, generator=g))]
     w = torch.randn(4, generator=g)
     cases.append((-3.0 * w / w.pow(2).sum() + 0.1 * torch.randn(4, generator=g), w))  # wᵀu near -3 < -1: not invertible
+    cases.append((100.0 * w / w.pow(2).sum(), w))  # wᵀu = 100: log(1 + exp(100)) overflows, softplus does not
     for u, w in cases:
         got = call_learner(fn, u.clone(), w.clone(), name="constrain_u")
+        if isinstance(got, torch.Tensor) and got.shape == u.shape and not torch.isfinite(got).all() \
+                and ((w * u).sum(-1) > 80).any():
+            raise CheckFailed("constrain_u returned inf or nan for a large wᵀu (here 100): exp(100) overflows, so "
+                              "log(1 + exp(x)) does too; use F.softplus(x), which is computed stably")
         got = expect_tensor(got, tuple(u.shape), "constrain_u", hint="û has the shape of u.")
         ref = constrain_u(u, w)
         wu = (w * u).sum(-1, keepdim=True)
@@ -154,7 +159,7 @@ def check_flow_free_energy(fn: Callable[..., torch.Tensor]) -> None:
                            name="flow_free_energy")
         if isinstance(got, torch.Tensor) and tuple(got.shape) == (batch, num_flows) and num_flows > 1:
             raise CheckFailed(f"flow_free_energy returned shape {tuple(got.shape)}, expected ({batch},): "
-                                 "sum the log-determinants over the K flows (dim=-1) to get one value per example")
+                              "sum the log-determinants over the K flows (dim=-1) to get one value per example")
         got = _expect_per_example(got, batch, "flow_free_energy", "one free energy per example")
         sum_ld = log_dets.sum(-1)
         log_q0 = Normal(mu, torch.exp(0.5 * logvar)).log_prob(z0).sum(-1)
@@ -182,3 +187,32 @@ def check_flow_free_energy(fn: Callable[..., torch.Tensor]) -> None:
         compare(got, expected, "flow_free_energy", mistakes)
         cases += 1
     ok(f"flow_free_energy matches torch.distributions on {cases} cases")
+
+
+@refuses("flows.U1", "flows._neg_logaddexp")
+def check_energy_u1(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    """Check ``fn(z (N, 2)) -> U_1(z) (N,)`` against the formula of Rezende & Mohamed's Table 1, also far from the ring."""
+    g = torch.Generator().manual_seed(43)
+    near = 8 * torch.rand(50, 2, generator=g) - 4  # the square of the figures
+    far = torch.tensor([[30.0, 0.0], [-30.0, 1.0], [0.0, 40.0], [12.0, -9.0]])  # both Gaussian bumps underflow to 0 here
+    for z, where in ((near, "in the square [-4, 4]²"), (far, "far from the ring (e.g. z = (30, 0))")):
+        z64 = z.double()
+        ring = 0.5 * ((z64.norm(dim=-1) - 2) / 0.4) ** 2
+        a, b = -0.5 * ((z64[:, 0] - 2) / 0.6) ** 2, -0.5 * ((z64[:, 0] + 2) / 0.6) ** 2
+        expected = (ring - torch.logaddexp(a, b)).float()  # oracle in float64
+        out = call_learner(fn, z.clone(), name="energy_u1")
+        if isinstance(out, torch.Tensor) and out.dim() == 2 and tuple(out.shape) == (z.shape[0], 1):
+            raise CheckFailed(f"energy_u1 returned shape {tuple(out.shape)}, expected ({z.shape[0]},): one energy per point")
+        if isinstance(out, torch.Tensor) and tuple(out.shape) == (z.shape[0],) and not torch.isfinite(out).all():
+            raise CheckFailed(f"energy_u1 returned inf or nan {where}: exp(-½((z₁ ∓ 2)/0.6)²) underflows to 0 there and "
+                              "-log(0) = inf. Compute -log(e^a + e^b) as -torch.logaddexp(a, b) (or torch.logsumexp)")
+        out = expect_tensor(out, (z.shape[0],), "energy_u1", "One energy per point: (N,).")
+        compare(out, expected, f"energy_u1 {where}", {
+            "the second term enters with a minus sign: U₁ = ½((‖z‖ - 2)/0.4)² - log(e^a + e^b)": (ring + torch.logaddexp(a, b)).float(),
+            "‖z‖ is the Euclidean norm, sqrt(z₁² + z₂²), not the squared norm":
+                (0.5 * ((z64.pow(2).sum(-1) - 2) / 0.4) ** 2 - torch.logaddexp(a, b)).float(),
+            "the factor ½ in the ring term is missing": (2 * ring - torch.logaddexp(a, b)).float(),
+            "the two bumps sit at z₁ = +2 and z₁ = -2: use (z₁ - 2) and (z₁ + 2)":
+                (ring - torch.logaddexp(a, a)).float(),
+        }, rtol=1e-4, atol=1e-3)
+    ok("energy_u1 matches U₁ of Rezende & Mohamed's Table 1 in the square and stays finite far from the ring")
