@@ -77,7 +77,7 @@ LL_WRONG = {
 
 
 def test_gaussian_log_likelihood_checker_passes_the_reference(capsys):
-    checks.check_gaussian_log_likelihood(own_copy(losses.gaussian_log_likelihood))
+    checks.check_gaussian_log_likelihood(loglik)
     checks.check_gaussian_log_likelihood(lambda x, mu, lv: loglik(x, mu, lv))
     assert capsys.readouterr().out.startswith("✓")
 
@@ -97,10 +97,14 @@ REPARAM_WRONG = {
     "noise term": lambda mu, lv: mu + 0 * lv,
     "scaled eps by the variance": lambda mu, lv: mu + lv.exp() * torch.randn_like(mu),
     "used logvar itself as the standard deviation": lambda mu, lv: mu + lv * torch.randn_like(mu),
-    "does not depend on logvar": lambda mu, lv: mu + torch.randn_like(mu) + 0 * lv,
+    "no gradient reaches logvar through the scale": lambda mu, lv: mu + torch.randn_like(mu) + 0 * lv,
+    "no gradient reaches logvar through the scale: sigma": lambda mu, lv: mu + torch.exp(lv / 2).detach() * torch.randn_like(mu),
+    "re-seeds torch's random generator": lambda mu, lv: (torch.manual_seed(0), mu + torch.exp(lv / 2) * torch.randn_like(mu))[1],
+    "drew different noise after the same torch.manual_seed": lambda mu, lv: mu + torch.exp(lv / 2) * torch.from_numpy(
+        __import__("numpy").random.standard_normal(tuple(mu.shape))).float(),
     "one number for the whole batch": lambda mu, lv: mu + torch.exp(lv / 2) * torch.randn(1),
     "uniform": lambda mu, lv: mu + torch.exp(lv / 2) * torch.rand_like(mu),
-    "two calls returned the same z": lambda mu, lv: mu
+    "same noise whatever the state": lambda mu, lv: mu
     + torch.exp(lv / 2) * torch.randn(mu.shape, generator=torch.Generator().manual_seed(0)),
     "dz/dmu should be 1": lambda mu, lv: 2 * mu + torch.exp(lv / 2) * torch.randn_like(mu),
     "expected \\(5, 3\\) like mu": lambda mu, lv: mu[:, :1] + torch.exp(lv[:, :1] / 2) * torch.randn(mu.shape[0], 1),
@@ -109,7 +113,7 @@ REPARAM_WRONG = {
 
 def test_reparameterize_checker_passes_the_reference_and_keeps_the_global_rng(capsys, global_rng_untouched):
     with global_rng_untouched():
-        checks.check_reparameterize(own_copy(models.reparameterize))
+        checks.check_reparameterize(lambda mu, lv: mu + torch.exp(0.5 * lv) * torch.randn_like(mu))
         checks.check_reparameterize(lambda mu, lv: mu + torch.sqrt(torch.exp(lv)) * torch.randn_like(mu))
     assert capsys.readouterr().out.startswith("✓")
 
@@ -137,15 +141,22 @@ NEG_ELBO_WRONG = {
     "reconstruction term -log p\\(x\\|z\\) is missing": lambda m, x: neg_elbo_terms(m, x)[1].mean(),
     "reconstruction term has the wrong sign": lambda m, x: (lambda r, kl: (-r + kl).mean())(*neg_elbo_terms(m, x)),
     "one value per example": lambda m, x: sum(neg_elbo_terms(m, x)),
-    "same value on every call": lambda m, x: sum(neg_elbo_terms(m, x, z_from_mu=True)).mean(),
-    "on average over 300 calls": lambda m, x: (lambda mu, lv: (
+    "decodes z = mu": lambda m, x: sum(neg_elbo_terms(m, x, z_from_mu=True)).mean(),
+    "should be standard normal": lambda m, x: (lambda mu, lv: (
         -m.log_likelihood(x, mu + lv.exp() * torch.randn_like(mu)) + losses.gaussian_kl(mu, lv)).mean())(*m.encode(x)),
     "under torch.no_grad": lambda m, x: torch.no_grad()(lambda: sum(neg_elbo_terms(m, x)).mean())(),
-    "reached the decoder": lambda m, x: (lambda mu, lv: (-losses.bernoulli_log_likelihood(
+    "no gradient reaches model.decoder": lambda m, x: (lambda mu, lv: (-losses.bernoulli_log_likelihood(
         x, m.decode(models.reparameterize(mu, lv)).detach()) + losses.gaussian_kl(mu, lv)).mean())(*m.encode(x)),
-    "reached the encoder through z": lambda m, x: (lambda mu, lv: (
+    "gradient with respect to model.encoder.* is wrong": lambda m, x: (lambda mu, lv: (
         -m.log_likelihood(x, models.reparameterize(mu, lv).detach()) + losses.gaussian_kl(mu, lv)).mean())(*m.encode(x)),
 }
+
+
+def test_a_pasted_copy_of_the_reference_is_refused():
+    with pytest.raises(AssertionError, match="copy of vae_helpers' own losses.gaussian_log_likelihood"):
+        checks.check_gaussian_log_likelihood(own_copy(losses.gaussian_log_likelihood))
+    with pytest.raises(AssertionError, match="copy of vae_helpers' own models.reparameterize"):
+        checks.check_reparameterize(own_copy(models.reparameterize))
 
 
 def test_negative_elbo_checker_passes_the_reference(capsys):

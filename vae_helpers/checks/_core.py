@@ -62,90 +62,62 @@ def ok(message: str) -> None:
     print(f"✓ {message}")
 
 
-# the vae_helpers functions the running checker refuses to see called: id(code object) -> message (a stack)
-_REFUSED: list[dict[int, str]] = []
+# the refusals of the running checker (a stack): full dotted path -> message, and the learner objects already read
+_REFUSED: list[dict[str, Any]] = []
 
 
-def refuses(*names: str, **delegations: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    """Decorate a checker: the learner's code must not call these references of ``vae_helpers``.
+def refuses(*names: str, library: Mapping[str, str] | None = None, **delegations: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Decorate a checker: while it runs, the learner's code must not call (or name, or paste) these.
 
     ``names`` are paths inside ``vae_helpers`` ("losses.gaussian_kl", "models.ConvVAE.decode");
-    ``delegations`` map such a path (with "__" for ".") to the message shown when it is called.
-    A call is seen by its code object, however the learner reached the function (alias, method).
+    ``library`` maps a library path ("torch.distributions.kl.kl_divergence") to the message shown
+    when the learner uses that ready-made version; ``delegations`` map a ``vae_helpers`` path (with
+    "__" for ".") to its own message. See ``_guard`` for how a call is caught.
     """
     import functools
+
+    refused = {f"vae_helpers.{name}": f"your answer calls vae_helpers.{name}; write it yourself" for name in names}
+    refused.update({f"vae_helpers.{path.replace('__', '.')}": message for path, message in delegations.items()})
+    refused.update(library or {})
 
     def decorate(checker: Callable[..., None]) -> Callable[..., None]:
         @functools.wraps(checker)
         def wrapped(*args: Any, **kwargs: Any) -> None:
-            # keyed by id: code objects compare equal by content, and a learner may type the same code
-            refused = {id(_resolve(name).__code__): f"your answer calls vae_helpers.{name}; write it yourself"
-                       for name in names}
-            refused.update({id(_resolve(path.replace("__", ".")).__code__): message
-                            for path, message in delegations.items()})
-            _REFUSED.append(refused)
+            _REFUSED.append({"refused": refused, "read": set()})
             try:
                 return checker(*args, **kwargs)
             finally:
                 _REFUSED.pop()
 
+        wrapped.refused = refused  # type: ignore[attr-defined]
         return wrapped
 
     return decorate
 
 
-def _resolve(path: str) -> Any:
-    """The function at ``path`` inside ``vae_helpers`` ("models.ConvVAE.decode")."""
-    import importlib
-
-    module, *attributes = path.split(".")
-    obj: Any = importlib.import_module(f"vae_helpers.{module}")
-    for attribute in attributes:
-        obj = getattr(obj, attribute)
-    return obj
-
-
-@contextmanager
-def _watch_calls(refused: Mapping[int, str]) -> Iterator[list[str]]:
-    """Record (in the yielded list) the message of every refused function called inside the block."""
-    import sys
-
-    seen: list[str] = []
-    if not refused:
-        yield seen
-        return
-    previous = sys.getprofile()
-
-    def profile(frame: Any, event: str, arg: Any) -> None:
-        if event == "call" and id(frame.f_code) in refused and refused[id(frame.f_code)] not in seen:
-            seen.append(refused[id(frame.f_code)])
-        if previous is not None:
-            previous(frame, event, arg)
-
-    sys.setprofile(profile)
-    try:
-        yield seen
-    finally:
-        sys.setprofile(previous)
-
-
 def call_learner(fn: Callable[..., Any], *args: Any, name: str | None = None, **kwargs: Any) -> Any:
-    """Call the learner's ``fn``; turn ``NotImplementedError``, crashes and calls of refused references into ``CheckFailed``.
+    """Call the learner's ``fn`` inside the guard; turn ``NotImplementedError``, crashes and refused uses into ``CheckFailed``.
 
     A crash keeps the learner's exception as ``__cause__``, so the short-feedback handler can show
     the frames of the learner's own code.
     """
+    from ._guard import call_with_guard, read_learner_code
+
     label = name or getattr(fn, "__name__", "your function")
     if not callable(fn):
         raise CheckFailed(f"expected a function for {label}, got {type(fn).__name__}")
-    error: Exception | None = None
-    with _watch_calls(_REFUSED[-1] if _REFUSED else {}) as refused_calls:
-        try:
-            out = fn(*args, **kwargs)
-        except Exception as err:  # noqa: BLE001 - the learner's code may raise anything
-            error = err
-    if refused_calls:
-        raise CheckFailed(refused_calls[0]) from None
+    frame = _REFUSED[-1] if _REFUSED else {"refused": {}, "read": set()}
+    owner = getattr(fn, "__self__", fn)
+    if id(owner) not in frame["read"]:
+        message = read_learner_code(owner, frame["refused"])
+        if message is None and owner is not fn:
+            message = read_learner_code(fn, frame["refused"])
+        if message is not None:
+            raise CheckFailed(message)
+        frame["read"].add(id(owner))
+    out, error, tripped = call_with_guard(fn, args, kwargs, frame["refused"])
+    if tripped:
+        raise CheckFailed(tripped[0]) from None
     if isinstance(error, NotImplementedError):
         raise CheckFailed(f"{label} is not implemented yet: replace `raise NotImplementedError()` with your code") from None
     if isinstance(error, CheckFailed):
@@ -155,10 +127,26 @@ def call_learner(fn: Callable[..., Any], *args: Any, name: str | None = None, **
     return out
 
 
-def expect_tensor(out: Any, shape: tuple[int, ...], label: str, hint: str = "") -> torch.Tensor:
-    """Fail unless ``out`` is a floating tensor of exactly ``shape``."""
-    if not isinstance(out, torch.Tensor):
+def plain_tensor(out: Any, label: str) -> torch.Tensor:
+    """Fail unless ``out`` is a plain ``torch.Tensor`` (no subclass, which could answer comparisons its own way)."""
+    if type(out) not in (torch.Tensor, torch.nn.Parameter):
         raise CheckFailed(f"{label} should return a torch.Tensor, got {type(out).__name__}")
+    return out
+
+
+def plain_int(out: Any, label: str) -> int:
+    """``out`` as an int: a Python int or a one-element integer tensor; anything else fails."""
+    if type(out) in (torch.Tensor, torch.nn.Parameter) and out.numel() == 1 and not out.is_floating_point() \
+            and out.dtype != torch.bool:
+        return int(out.item())
+    if type(out) is not int:
+        raise CheckFailed(f"{label} should return an int, got {type(out).__name__}")
+    return out
+
+
+def expect_tensor(out: Any, shape: tuple[int, ...], label: str, hint: str = "") -> torch.Tensor:
+    """Fail unless ``out`` is a plain floating tensor of exactly ``shape`` with finite values."""
+    plain_tensor(out, label)
     if tuple(out.shape) != tuple(shape):
         raise CheckFailed(f"{label} returned shape {tuple(out.shape)}, expected {tuple(shape)}. {hint}".strip())
     if not torch.isfinite(out).all():

@@ -6,7 +6,8 @@ from typing import Any, Callable
 
 import torch
 
-from ._core import CheckFailed, call_learner, expect_tensor, seeded, close, compare, ok, refuses
+from ._core import CheckFailed, call_learner, close, compare, expect_tensor, ok, refuses, seeded
+from ._judge import Trial
 
 
 # (B, input, hidden, latent): small layers, batch sizes unlike the other dims so a wrong axis shows
@@ -25,6 +26,15 @@ def _ae_layers(seed: int, input_dim: int, hidden_dim: int, latent_dim: int) -> t
     return model, layers
 
 
+def _forward_oracle(x: torch.Tensor, *layers: torch.nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
+    """The notebook-01 forward pass written out with the layers' matrices: (z, x_hat)."""
+    import torch.nn.functional as F
+
+    (W1, b1), (W2, b2), (W3, b3), (W4, b4) = [(layer.weight, layer.bias) for layer in layers]
+    z = F.elu(x @ W1.T + b1) @ W2.T + b2
+    return z, torch.sigmoid(F.elu(z @ W3.T + b3) @ W4.T + b4)
+
+
 @refuses("models.Autoencoder.forward", "models.Autoencoder.encode", "models.Autoencoder.decode")
 def check_autoencoder_forward(fn: Callable[..., Any]) -> None:
     """Check ``fn(x, enc_hidden, enc_out, dec_hidden, dec_out) -> (z, x_hat)`` against ``models.Autoencoder``."""
@@ -34,8 +44,10 @@ def check_autoencoder_forward(fn: Callable[..., Any]) -> None:
     for i, (batch, input_dim, hidden_dim, latent_dim) in enumerate(_AE_SHAPES):
         model, layers = _ae_layers(100 + i, input_dim, hidden_dim, latent_dim)
         x = torch.rand(batch, input_dim, generator=torch.Generator().manual_seed(200 + i))
+        trial = Trial(fn, _forward_oracle, (x, *layers), label=label,
+                      names=("x", "enc_hidden", "enc_out", "dec_hidden", "dec_out"))
+        out = trial.got
         with torch.no_grad():
-            out = call_learner(fn, x.clone(), *layers, name=label)
             if not isinstance(out, tuple) or len(out) != 2:
                 raise CheckFailed(f"{label} should return a pair (z, x_hat), got {type(out).__name__}"
                                   + (f" of length {len(out)}" if isinstance(out, (tuple, list)) else ""))
@@ -71,6 +83,7 @@ def check_autoencoder_forward(fn: Callable[..., Any]) -> None:
                 "you used a ReLU where the output sigmoid belongs": F.relu(logits_ref),
                 "you used a tanh where the output sigmoid belongs (tanh gives values in [-1, 1])": torch.tanh(logits_ref),
             })
+        trial.check_gradients()
     ok(f"autoencoder_forward matches models.Autoencoder and the written-out formulas on {len(_AE_SHAPES)} cases")
 
 
@@ -107,7 +120,8 @@ def check_squared_error_loss(fn: Callable[[torch.Tensor, torch.Tensor], torch.Te
     for x, logits in cases:
         x_hat = torch.sigmoid(logits)
         batch, pixels = x.shape
-        got = _expect_batch_scalar(call_learner(fn, x.clone(), x_hat.clone(), name=label), batch, label)
+        trial = Trial(fn, lambda a, b: squared_error(a, b).mean(), (x, x_hat), label=label, names=(None, "x_hat"))
+        got = _expect_batch_scalar(trial.got, batch, label)
         ref = squared_error(x, x_hat).mean()
         expected = F.mse_loss(x_hat, x, reduction="sum") / batch
         assert close(ref, expected), "internal error: reference squared error disagrees with F.mse_loss"
@@ -123,10 +137,11 @@ def check_squared_error_loss(fn: Callable[[torch.Tensor, torch.Tensor], torch.Te
             "you squared the difference of the sums; square each pixel's difference, then sum": diff.sum(1).pow(2).mean(),
             "the factor 1/2 does not belong in this loss": 0.5 * ref,
         })
+        trial.check_gradients()
     x, logits = cases[0]
     if not close(call_learner(fn, x, x.clone(), name=label), torch.zeros(())):
         raise CheckFailed(f"{label}(x, x) should be 0: a perfect reconstruction has no error")
-    ok(f"{label} matches F.mse_loss(reduction='sum') / batch on {len(cases)} cases")
+    ok(f"{label} matches F.mse_loss(reduction='sum') / batch in value and gradient on {len(cases)} cases")
 
 
 @refuses("losses.bernoulli_log_likelihood", "models.autoencoder_loss")
@@ -140,7 +155,8 @@ def check_cross_entropy_loss(fn: Callable[[torch.Tensor, torch.Tensor], torch.Te
     cases = _loss_cases(400)
     for x, logits in cases:
         batch, pixels = x.shape
-        out = call_learner(fn, x.clone(), logits.clone(), name=label)
+        trial = Trial(fn, lambda a, b: -bernoulli_log_likelihood(a, b).mean(), (x, logits), label=label, names=(None, "logits"))
+        out = trial.got
         if isinstance(out, torch.Tensor) and torch.isnan(out).any():
             raise CheckFailed(f"{label} returned nan: logits can be any real number, so log(logits) or "
                               "log(1 - logits) fails; turn them into probabilities with a sigmoid, or better, "
@@ -165,6 +181,7 @@ def check_cross_entropy_loss(fn: Callable[[torch.Tensor, torch.Tensor], torch.Te
             "you applied a sigmoid twice (to values that were already probabilities)":
                 F.binary_cross_entropy_with_logits(p, x, reduction="sum") / batch,
         })
+        trial.check_gradients()
     # large logits: the naive log(sigmoid(.)) underflows to log(0) or is clamped by F.binary_cross_entropy
     for x, logits in _loss_cases(401, logit_scale=40.0):
         batch = x.shape[0]
@@ -177,7 +194,8 @@ def check_cross_entropy_loss(fn: Callable[[torch.Tensor, torch.Tensor], torch.Te
                 f"produces): expected {ref.item():.4g}, got {out.item() if isinstance(out, torch.Tensor) and out.numel() == 1 else out}. "
                 "sigmoid(40) rounds to exactly 1 and log(1 - 1) = -inf (F.binary_cross_entropy clamps it to -100). "
                 "Compute from the logits: -(x * logits - F.softplus(logits)), or F.binary_cross_entropy_with_logits")
-    ok(f"{label} matches F.binary_cross_entropy_with_logits(reduction='sum') / batch on {len(cases)} cases and is stable for large logits")
+    ok(f"{label} matches F.binary_cross_entropy_with_logits(reduction='sum') / batch in value and gradient on {len(cases)} "
+       "cases and is stable for large logits")
 
 
 @refuses("train.fit")

@@ -89,62 +89,130 @@ def _linear_chain(x: torch.Tensor, layers: tuple[torch.nn.Linear, ...], activati
     return x
 
 
+def _replay(start: torch.nn.Module, batches: list[torch.Tensor], loss_fn: Callable[..., Any], lr: float,
+            per_epoch: int, fresh: str = "never", zero: bool = True, optimizer: str = "adam") -> list[torch.Tensor]:
+    """The parameters after training a copy of ``start`` on ``batches`` in this order, one step per batch.
+
+    ``fresh`` says when a new optimizer is made ("never": once, "batch", "epoch"); ``zero=False``
+    lets the gradients add up over the steps: the training loops a learner might write by mistake.
+    """
+    import copy
+
+    model = copy.deepcopy(start)
+
+    def make() -> torch.optim.Optimizer:
+        kind = torch.optim.Adam if optimizer == "adam" else torch.optim.SGD
+        return kind(model.parameters(), lr=lr)
+
+    opt = make()
+    for i, x_batch in enumerate(batches):
+        if fresh == "batch" or (fresh == "epoch" and i % per_epoch == 0 and i):
+            opt = make()
+        if zero:
+            opt.zero_grad()
+        loss_fn(model, x_batch)["loss"].backward()
+        opt.step()
+    return [p.detach() for p in model.parameters()]
+
+
 @refuses("train.fit")
 def check_train_autoencoder(fn: Callable[..., Any]) -> None:
-    """Check ``fn(model, x_train, loss_fn, num_epochs, batch_size, lr) -> list of epoch losses``: a short real training run."""
+    """Check ``fn(model, x_train, loss_fn, num_epochs, batch_size, lr) -> list of epoch losses``: a short real training run.
+
+    Judged by what the loop does to the model: every example once per epoch (the last, partial
+    batch too), one Adam optimizer made once, one step per batch; the final weights must equal a
+    replay of exactly that on the batches the learner's loop formed.
+    """
+    import copy
+    import math
+
     from ..models import autoencoder_loss
 
     label = "train_autoencoder"
-    num_epochs, batch_size, n = 6, 16, 96
+    num_epochs, batch_size, n, lr = 5, 16, 100, 1e-2  # 100 = 6 * 16 + 4: a last, partial batch of 4
+    steps = math.ceil(n / batch_size)
     with seeded(520):
         prototypes = (torch.rand(4, 12) > 0.5).float()
-        x = 0.9 * prototypes[torch.randint(0, 4, (n,))] + 0.1 * torch.rand(n, 12)  # (96, 12): four noisy patterns, distinct rows
+        x = 0.9 * prototypes[torch.randint(0, 4, (n,))] + 0.1 * torch.rand(n, 12)  # (100, 12): four noisy patterns, distinct rows
         tags = torch.randn(12, dtype=torch.float64)
         row_of = {round(v, 9): i for i, v in enumerate((x.double() @ tags).tolist())}
         model, _ = _ae_layers(521, 12, 9, 3)
         for p in model.parameters():
             p.data.div_(3.0)
-        start = [p.detach().clone() for p in model.parameters()]
+        start = copy.deepcopy(model)
         seen: list[tuple[int, float]] = []  # (batch size, loss) of every call of loss_fn
         order: list[list[int]] = []
+        batches: list[torch.Tensor] = []
 
         def loss_fn(m: torch.nn.Module, x_batch: torch.Tensor) -> dict[str, torch.Tensor]:
             terms = autoencoder_loss(m, x_batch, "bce")
             seen.append((x_batch.shape[0], terms["loss"].item()))
             order.append([row_of.get(round(v, 9), -1) for v in (x_batch.double() @ tags).tolist()])
+            batches.append(x_batch.detach().clone())
             return terms
 
-        out = call_learner(fn, model, x.clone(), loss_fn, num_epochs, batch_size, 1e-2, name=label)
-    steps = n // batch_size
+        out = call_learner(fn, model, x.clone(), loss_fn, num_epochs, batch_size, lr, name=label)
+    full = [batch_size] * (n // batch_size) + [n % batch_size]
     if len(seen) != num_epochs * steps:
-        raise CheckFailed(f"{label} called loss_fn {len(seen)} times, expected {num_epochs * steps}: "
-                          f"{num_epochs} epochs of {n} // {batch_size} = {steps} batches, one loss_fn call per batch")
-    if any(size != batch_size for size, _ in seen):
-        raise CheckFailed(f"{label} passed batches of sizes {sorted({s for s, _ in seen})}, expected {batch_size}: "
-                          "cut x_train into consecutive slices x_train[i : i + batch_size]")
+        hint = (f" The last {n % batch_size} examples of each epoch were left out: range(0, len(x_train), batch_size) "
+                "also gives the last, smaller batch" if len(seen) == num_epochs * (n // batch_size) else "")
+        raise CheckFailed(f"{label} called loss_fn {len(seen)} times, expected {num_epochs * steps}: {num_epochs} epochs of "
+                          f"{steps} batches ({n} examples, batches of {batch_size}, the last one of {n % batch_size}), one "
+                          f"loss_fn call per batch.{hint}")
     epochs = [sum(order[e * steps:(e + 1) * steps], []) for e in range(num_epochs)]
     if any(sorted(rows) != sorted(range(n)) for rows in epochs):
         raise CheckFailed(f"an epoch of {label} did not use every training example exactly once: "
                           "shuffle the indices (torch.randperm(len(x_train))) and walk through all of them")
+    if any(sorted(size for size, _ in seen[e * steps:(e + 1) * steps]) != sorted(full) for e in range(num_epochs)):
+        raise CheckFailed(f"{label} passed batches of sizes {sorted({s for s, _ in seen})}, expected {batch_size} (and one "
+                          f"smaller last batch of {n % batch_size} per epoch): cut the shuffled data into consecutive "
+                          "slices [i : i + batch_size]")
     if all(rows == epochs[0] for rows in epochs[1:]) or epochs[0] == list(range(n)):
         raise CheckFailed(f"{label} shows the examples in the same order every epoch: shuffle at the start of each "
                           "epoch with torch.randperm(len(x_train))")
-    if all(torch.equal(a, b.detach()) for a, b in zip(start, model.parameters())):
+    final = [p.detach() for p in model.parameters()]
+    if all(torch.equal(a, b.detach()) for a, b in zip(final, start.parameters())):
         raise CheckFailed(f"{label} did not change the model: create an optimizer on model.parameters() and call "
                           "optimizer.step() after loss.backward()")
+
+    def replay(**how: Any) -> list[torch.Tensor]:
+        return _replay(start, batches, lambda m, xb: autoencoder_loss(m, xb, "bce"), lr, steps, **how)
+
+    def same(params: list[torch.Tensor]) -> bool:
+        return all(torch.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(final, params))
+
+    if not same(replay()):
+        diagnoses = [
+            ({"fresh": "batch"}, "it makes a new optimizer for every batch, so Adam's running averages of the gradients "
+                                 "start from zero at each step: create the optimizer once, before the loops"),
+            ({"fresh": "epoch"}, "it makes a new optimizer every epoch, so Adam's running averages restart: create the "
+                                 "optimizer once, before the loops"),
+            ({"zero": False}, "the gradients add up from batch to batch: call optimizer.zero_grad() before each "
+                              "loss.backward()"),
+            ({"optimizer": "sgd"}, "it takes plain gradient steps (SGD); this loop uses torch.optim.Adam(model.parameters(), lr=lr)"),
+        ]
+        hint = next((message for how, message in diagnoses if same(replay(**how))),
+                    "the weights differ from one Adam step per batch with the learning rate lr, on the batches your "
+                    "loop formed: one optimizer made once, then zero_grad, loss.backward(), step for every batch")
+        raise CheckFailed(f"{label} trained the model, but not as the loop should: {hint}")
     if not isinstance(out, (list, tuple)) or len(out) != num_epochs:
         raise CheckFailed(f"{label} should return a list with one mean loss per epoch ({num_epochs} numbers), "
                           f"got {type(out).__name__}" + (f" of length {len(out)}" if isinstance(out, (list, tuple)) else ""))
+    if any(type(v) not in (float, int) and not (type(v) is torch.Tensor and v.numel() == 1) for v in out):
+        raise CheckFailed(f"{label} should return plain numbers (loss.item()), got {type(out[0]).__name__}")
     values = [float(v) for v in out]
-    means = [sum(loss for _, loss in seen[e * steps:(e + 1) * steps]) / steps for e in range(num_epochs)]
-    if not all(abs(a - b) <= 1e-4 * max(1.0, abs(b)) for a, b in zip(values, means)):
+    per_epoch = [seen[e * steps:(e + 1) * steps] for e in range(num_epochs)]
+    means = [sum(loss for _, loss in batch) / steps for batch in per_epoch]
+    weighted = [sum(size * loss for size, loss in batch) / n for batch in per_epoch]  # the mean over examples: right too
+    agree = lambda a, b: all(abs(u - v) <= 1e-4 * max(1.0, abs(v)) for u, v in zip(a, b))  # noqa: E731
+    if not (agree(values, means) or agree(values, weighted)):
         raise CheckFailed(f"{label} returned {[round(v, 3) for v in values]}, but the mean batch loss of each epoch was "
                           f"{[round(m, 3) for m in means]}: append the mean of the epoch's loss.item() values")
     if not means[-1] < 0.8 * means[0]:
         raise CheckFailed(f"the loss did not fall: {means[0]:.3f} in the first epoch, {means[-1]:.3f} in the last. "
                           "Use torch.optim.Adam(model.parameters(), lr=lr) and zero the gradients before each backward()")
-    ok(f"{label}: {num_epochs} epochs of {steps} shuffled batches, each example once per epoch; "
-       f"the loss fell from {means[0]:.2f} to {means[-1]:.2f}")
+    ok(f"{label}: {num_epochs} epochs of {steps} shuffled batches (the last one partial), each example once per epoch, "
+       f"one Adam step per batch with its state kept; the loss fell from {means[0]:.2f} to {means[-1]:.2f}")
 
 
 # ----------------------------------------------------------------------------- notebook 02

@@ -1,0 +1,269 @@
+"""The guard around a learner's call: refused references and their library equivalents become tripwires.
+
+While the learner's code runs, every refused function is replaced by a tripwire: a Python function
+gets the tripwire's code object in place of its own (so every alias, method or saved reference to
+the same function object is caught), a built-in is replaced where the library exposes it. Seeding
+torch's global generator is refused in every check. Before the call, the learner's code is read:
+names that resolve to a refused object, and code objects equal to a refused reference's (pasted
+source), are refused too. Nothing the learner's code does during the call can switch this off,
+because the verdict is read from the guard's own record after the call.
+"""
+
+from __future__ import annotations
+
+import dis
+import importlib
+import types
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Mapping
+
+import torch
+
+# always refused: re-seeding inside an exercise makes every call draw the same "random" numbers
+SEEDING = {
+    "torch.random.manual_seed": "your function re-seeds torch's random generator (torch.manual_seed inside it), so every "
+                                "call draws the same noise; seed once at the top of the notebook, never inside the function",
+    "torch.random.seed": "your function re-seeds torch's random generator (torch.seed()); draw the noise without seeding",
+    "torch.random.set_rng_state": "your function resets torch's random generator (set_rng_state), so every call draws "
+                                  "the same noise; draw fresh noise with torch.randn_like",
+}
+
+
+class _Tripped(Exception):
+    """Raised by a tripwire inside the learner's call; the guard's record, not this exception, decides."""
+
+
+# the guards now active (a stack): each maps a tripwire key to its message and records the keys hit
+_ACTIVE: list[dict[str, Any]] = []
+
+
+def _tripped(key: str) -> None:
+    """Called by every tripwire: record the hit in each active guard that knows ``key``, then stop the learner's code."""
+    for guard in _ACTIVE:
+        if key in guard["messages"] and key not in guard["hits"]:
+            guard["hits"].append(key)
+    raise _Tripped(key)
+
+
+def _template(*args: Any, **kwargs: Any) -> Any:
+    import vae_helpers.checks._guard as guard_module  # resolved at call time: a tripwire runs with another module's globals
+
+    guard_module._tripped("KEY")
+
+
+def _tripwire_code(key: str) -> types.CodeType:
+    """A copy of ``_template``'s code whose constant "KEY" is ``key``."""
+    code = _template.__code__
+    return code.replace(co_consts=tuple(key if c == "KEY" else c for c in code.co_consts))
+
+
+def resolve(path: str) -> Any:
+    """The object at a dotted path: ``"torch.distributions.Normal.log_prob"``, ``"vae_helpers.losses.gaussian_kl"``."""
+    parts = path.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj: Any = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for attribute in parts[i:]:
+            obj = getattr(obj, attribute)
+        return obj
+    raise ImportError(path)
+
+
+def _owners(target: Any) -> list[tuple[Any, str]]:
+    """Places (module or class, attribute name) where the built-in ``target`` is exposed: torch, F, torch.Tensor."""
+    import torch.nn.functional as F
+
+    name = getattr(target, "__name__", "")
+    return [(owner, name) for owner in (torch, F, torch.Tensor, torch.special, torch.linalg)
+            if name and getattr(owner, name, None) is target]
+
+
+@contextmanager
+def guarded(refused: Mapping[str, str]) -> Iterator[list[str]]:
+    """Within the block, calling any refused path (path -> message) trips; the yielded list collects the messages.
+
+    Python functions get the tripwire code in place of their own; built-ins (and functions with a
+    closure) are replaced on the modules and classes that expose them.
+    """
+    messages = {**SEEDING, **refused}
+    guard: dict[str, Any] = {"messages": messages, "hits": []}
+    swapped_code: list[tuple[types.FunctionType, types.CodeType]] = []
+    swapped_attr: list[tuple[Any, str, Any]] = []
+    seen: set[int] = set()
+    try:
+        for path in messages:
+            target = resolve(path)
+            raw = target.__func__ if isinstance(target, types.MethodType) else target
+            if id(raw) in seen:
+                continue
+            seen.add(id(raw))
+            if isinstance(raw, types.FunctionType) and not raw.__code__.co_freevars:
+                swapped_code.append((raw, raw.__code__))
+                raw.__code__ = _tripwire_code(path)
+                continue
+            owners = _owners(raw) if not isinstance(raw, types.FunctionType) else []
+            if not owners:  # a function with a closure, or a method: replace it where the path found it
+                owner_path, _, name = path.rpartition(".")
+                owners = [(resolve(owner_path), name)]
+            wire = types.FunctionType(_tripwire_code(path), {"__builtins__": __builtins__}, name=getattr(raw, "__name__", "wire"))
+            for owner, name in owners:
+                swapped_attr.append((owner, name, owner.__dict__.get(name, _MISSING) if isinstance(owner, type) else getattr(owner, name)))
+                setattr(owner, name, wire)
+        _ACTIVE.append(guard)
+        yield _HitView(guard, messages)
+    finally:
+        if _ACTIVE and _ACTIVE[-1] is guard:
+            _ACTIVE.pop()
+        for fn, code in reversed(swapped_code):
+            fn.__code__ = code
+        for owner, name, original in reversed(swapped_attr):
+            if original is _MISSING:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, original)
+
+
+_MISSING = object()
+
+
+class _HitView:
+    """The messages of the tripwires hit so far (read after the block)."""
+
+    def __init__(self, guard: dict[str, Any], messages: Mapping[str, str]):
+        self._guard, self._messages = guard, messages
+
+    def messages(self) -> list[str]:
+        return [self._messages[key] for key in self._guard["hits"]]
+
+
+# ----------------------------------------------------------------------------- reading the learner's code
+
+
+def _tokens(code: types.CodeType) -> list[tuple[str, Any]]:
+    """The instructions of ``code`` without line numbers or local names: what a pasted copy keeps."""
+    out = []
+    for ins in dis.get_instructions(code):
+        if ins.opname in ("RESUME", "NOP", "CACHE", "EXTENDED_ARG"):
+            continue
+        if "FAST" in ins.opname or "DEREF" in ins.opname:
+            out.append((ins.opname, None))
+        elif isinstance(ins.argval, types.CodeType):
+            out.append((ins.opname, "<code>"))
+        else:
+            out.append((ins.opname, repr(ins.argval)))
+    return out
+
+
+def _contains(haystack: list[Any], needle: list[Any]) -> bool:
+    n = len(needle)
+    return n > 0 and any(haystack[i:i + n] == needle for i in range(len(haystack) - n + 1))
+
+
+def _code_objects(code: types.CodeType) -> Iterator[types.CodeType]:
+    yield code
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            yield from _code_objects(const)
+
+
+def _functions_of(obj: Any) -> list[types.FunctionType]:
+    """The learner's own functions reachable from ``obj``: a function, a class's methods, a module's class."""
+    if isinstance(obj, torch.nn.Module):
+        obj = type(obj)
+    if isinstance(obj, types.MethodType):
+        obj = obj.__func__
+    if isinstance(obj, types.FunctionType):
+        return [obj]
+    if isinstance(obj, type):
+        found = []
+        for klass in obj.__mro__:
+            if _is_library(klass):
+                continue
+            for value in vars(klass).values():
+                value = getattr(value, "__func__", value)
+                if isinstance(value, types.FunctionType):
+                    found.append(value)
+        return found
+    call = getattr(type(obj), "__call__", None)
+    return [call] if isinstance(call, types.FunctionType) and not _is_library(type(obj)) else []
+
+
+def _is_library(obj: Any) -> bool:
+    module = getattr(obj, "__module__", "") or ""
+    return module.split(".")[0] in ("torch", "vae_helpers", "builtins", "numpy", "math", "functools", "typing", "abc")
+
+
+def read_learner_code(obj: Any, refused: Mapping[str, str], depth: int = 3) -> str | None:
+    """The message of the first refused thing the learner's code names or pastes, or None.
+
+    Walks the learner's functions (and the notebook functions they name, ``depth`` levels deep): a
+    global name bound to a refused object is refused; a code object whose instructions contain all
+    of a refused ``vae_helpers`` function's instructions is a pasted copy.
+    """
+    targets: dict[int, str] = {}
+    pasted: list[tuple[list[Any], str]] = []
+    for path, message in refused.items():
+        try:
+            target = resolve(path)
+        except (ImportError, AttributeError):
+            continue
+        raw = getattr(target, "__func__", target)
+        targets[id(raw)] = message
+        if isinstance(raw, types.FunctionType) and path.startswith("vae_helpers."):
+            tokens = _tokens(raw.__code__)
+            if len(tokens) >= 8:
+                pasted.append((tokens, f"your answer is a copy of vae_helpers' own {path.removeprefix('vae_helpers.')}; "
+                                       "write it yourself"))
+    direct = getattr(obj, "__func__", obj)
+    if id(direct) in targets:
+        return targets[id(direct)]
+    queue = [(fn, 0) for fn in _functions_of(obj)]
+    visited: set[int] = set()
+    while queue:
+        fn, level = queue.pop()
+        if id(fn) in visited:
+            continue
+        visited.add(id(fn))
+        if id(fn) in targets:
+            return targets[id(fn)]
+        for code in _code_objects(fn.__code__):
+            tokens = _tokens(code)
+            for needle, message in pasted:
+                if _contains(tokens, needle):
+                    return message
+            for name in code.co_names:
+                value = fn.__globals__.get(name, _MISSING)
+                if value is _MISSING:
+                    continue
+                raw = getattr(value, "__func__", value)
+                if id(raw) in targets:
+                    return targets[id(raw)]
+                if level < depth and not _is_library(raw) and (isinstance(raw, (types.FunctionType, type))):
+                    queue.extend((f, level + 1) for f in _functions_of(raw))
+    return None
+
+
+def library_modules(model: torch.nn.Module, allowed: tuple[type, ...] = ()) -> str | None:
+    """The name of the first ``vae_helpers`` model class that ``model`` is, derives from or holds, or None."""
+    for klass in type(model).__mro__:
+        if klass.__module__.startswith("vae_helpers.") and klass not in allowed:
+            return f"{klass.__module__}.{klass.__qualname__}"
+    for name, sub in model.named_modules():
+        if name and type(sub).__module__.startswith("vae_helpers."):
+            return f"{type(sub).__module__}.{type(sub).__qualname__} (as {name})"
+    return None
+
+
+def call_with_guard(fn: Callable[..., Any], args: tuple, kwargs: Mapping[str, Any],
+                    refused: Mapping[str, str]) -> tuple[Any, BaseException | None, list[str]]:
+    """Call ``fn`` with the tripwires set; return (output, the exception it raised or None, messages of tripwires hit)."""
+    with guarded(refused) as hits:
+        try:
+            out, error = fn(*args, **kwargs), None
+        except BaseException as err:  # noqa: BLE001 - the learner's code may raise anything, even SystemExit
+            if isinstance(err, KeyboardInterrupt):
+                raise
+            out, error = None, err
+    return out, error, hits.messages()
