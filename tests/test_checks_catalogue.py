@@ -5,19 +5,27 @@ vs mean, variance vs log-variance, missing constants, wrong shapes, ...), this i
 catalogue. Every row below is one test. The categories:
 
 - cheat: the answer calls the ``vae_helpers`` reference of its own exercise (message: "your answer
-  calls vae_helpers.<ref>; write it yourself"), or delegates to the method it was asked to write;
-- noise: noise of the wrong shape or correlation (reparameterisation);
+  calls vae_helpers.<ref>; write it yourself") however it reaches it (with the profiler switched off,
+  through a saved alias), pastes the reference's code, uses a library's ready-made version of the very
+  thing asked for, builds or holds a ``vae_helpers`` model inside a build exercise, or delegates to the
+  method it was asked to write;
+- gradient: the value is right but a gradient path is cut (.detach(), .item(), torch.no_grad(), a new
+  tensor built from numbers) or changed;
+- noise: noise of the wrong shape or correlation, not fresh (re-seeded inside), not from torch's generator;
+- loop: a training loop that drops the last partial batch, remakes its optimizer, or steps wrongly;
 - unstable: a formula that is right on paper but breaks at extreme inputs (logits ±100, log-weights
   near -700, softplus of 100);
+- mistake: an ordinary wrong answer, named;
 - valid: a correct answer written another way, which must pass.
 
-Known limits (accepted on purpose): an answer that copies the reference's source code passes; the KL
-checker stays at |logvar| <= 6, where torch.distributions' float32 KL is exact.
+Known limit (accepted on purpose): the KL checker stays at |logvar| <= 6, where torch.distributions'
+float32 KL is exact.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any, Callable
 
 import pytest
@@ -25,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Independent, Normal, kl_divergence
+
+from learner_copies import own_copy
 
 from vae_helpers import checks, flows, losses, models, train
 
@@ -371,7 +381,7 @@ CATALOGUE = [
     row("cross_entropy_loss", "valid", "nn.BCEWithLogitsLoss", lambda x, l: nn.BCEWithLogitsLoss(reduction="sum")(l, x) / x.shape[0]),
     row("autoencoder_module", "valid", "four Linear attributes", _ae_class()),
     row("autoencoder_module", "valid", "nn.Sequential halves", _SequentialAE),
-    row("autoencoder_module", "cheat", "wraps models.Autoencoder", _ReferenceInside, r"calls vae_helpers.models.Autoencoder"),
+    row("autoencoder_module", "cheat", "wraps models.Autoencoder", _ReferenceInside, r"builds vae_helpers' own models.Autoencoder"),
     row("autoencoder_module", "mistake", "ReLU", _ae_class(activation=F.relu), "needs an ELU"),
     row("autoencoder_module", "mistake", "no output sigmoid", _ae_class(out=lambda a: a), r"outside \(0, 1\)"),
     row("autoencoder_module", "mistake", "an extra layer", _ae_class(extra=True), "parameters, expected 303"),
@@ -390,11 +400,13 @@ CATALOGUE = [
     row("gaussian_kl", "cheat", "losses.gaussian_kl", losses.gaussian_kl, r"calls vae_helpers.losses.gaussian_kl; write it yourself"),
     row("gaussian_kl", "cheat", "losses.gaussian_kl_per_dim", lambda mu, lv: losses.gaussian_kl_per_dim(mu, lv).sum(-1),
         r"calls vae_helpers.losses.gaussian_kl_per_dim"),
-    row("gaussian_kl", "valid", "torch.distributions", lambda mu, lv: kl_divergence(Normal(mu, (0.5 * lv).exp()), Normal(0.0, 1.0)).sum(-1)),
+    row("gaussian_kl", "cheat", "torch.distributions", lambda mu, lv: kl_divergence(Normal(mu, (0.5 * lv).exp()), Normal(0.0, 1.0)).sum(-1),
+        "ready-made version"),
     row("gaussian_kl", "valid", "rearranged", lambda mu, lv: 0.5 * (mu * mu + lv.exp() - 1 - lv).sum(dim=1)),
     row("gaussian_log_likelihood", "cheat", "losses.gaussian_log_likelihood", lambda x, mu, lv: losses.gaussian_log_likelihood(x, mu, lv),
         r"calls vae_helpers.losses.gaussian_log_likelihood"),
-    row("gaussian_log_likelihood", "valid", "Independent(Normal)", lambda x, mu, lv: Independent(Normal(mu, (0.5 * lv).exp()), 1).log_prob(x)),
+    row("gaussian_log_likelihood", "cheat", "Independent(Normal)", lambda x, mu, lv: Independent(Normal(mu, (0.5 * lv).exp()), 1).log_prob(x),
+        "ready-made Gaussian log-density"),
     row("reparameterize", "cheat", "models.reparameterize", lambda mu, lv: models.reparameterize(mu, lv),
         r"calls vae_helpers.models.reparameterize; write it yourself"),
     row("reparameterize", "noise", "one eps per row shared across dims", _eps_per_row, "latent dimensions share their noise"),
@@ -402,19 +414,20 @@ CATALOGUE = [
     row("reparameterize", "noise", "antithetic halves", _eps_antithetic, "share or mirror their noise"),
     row("reparameterize", "noise", "one eps per dim shared across rows", lambda mu, lv: mu + (0.5 * lv).exp() * torch.randn(mu.shape[1]),
         "every example got the same eps"),
-    row("reparameterize", "valid", "rsample", lambda mu, lv: Normal(mu, torch.exp(lv / 2)).rsample()),
+    row("reparameterize", "cheat", "rsample", lambda mu, lv: Normal(mu, torch.exp(lv / 2)).rsample(), "ready-made reparameterisation"),
     row("reparameterize", "valid", "randn(shape)", lambda mu, lv: torch.randn(mu.shape) * lv.mul(0.5).exp() + mu),
     row("negative_elbo", "cheat", "losses.vae_loss", lambda m, x: losses.vae_loss(m, x)["loss"], r"calls vae_helpers.losses.vae_loss"),
     row("negative_elbo", "valid", "Monte Carlo KL", _elbo_mc_kl),
     row("negative_elbo", "valid", "torch.distributions", _elbo_distributions),
     row("vae_module", "valid", "one head, chunk", _vae_class()),
     row("vae_module", "valid", "two heads", _TwoHeadVAE),
-    row("vae_module", "cheat", "wraps models.VAE", _vae_class(wrap=True), r"calls vae_helpers.models.VAE"),
-    row("vae_module", "mistake", "mu and logvar swapped", _vae_class(swap=True), "swapped"),
+    row("vae_module", "cheat", "wraps models.VAE", _vae_class(wrap=True), r"builds vae_helpers' own models.VAE"),
+    row("vae_module", "valid", "mu and logvar halves the other way round", _vae_class(swap=True)),
     row("vae_module", "mistake", "softplus on logvar", _vae_class(softplus_logvar=True), "raw second half"),
     row("vae_module", "mistake", "sigmoid in decode", _vae_class(sigmoid_out=True), "no sigmoid at the end"),
     row("kl_per_dimension", "valid", "closed form, mean over the batch", lambda mu, lv: (-0.5 * (1 + lv - mu**2 - lv.exp())).mean(0)),
-    row("kl_per_dimension", "valid", "torch.distributions", lambda mu, lv: kl_divergence(Normal(mu, (0.5 * lv).exp()), Normal(0.0, 1.0)).mean(0)),
+    row("kl_per_dimension", "cheat", "torch.distributions", lambda mu, lv: kl_divergence(Normal(mu, (0.5 * lv).exp()), Normal(0.0, 1.0)).mean(0),
+        "ready-made version"),
     row("kl_per_dimension", "cheat", "losses.gaussian_kl_per_dim", lambda mu, lv: losses.gaussian_kl_per_dim(mu, lv).mean(0),
         r"calls vae_helpers.losses.gaussian_kl_per_dim"),
     row("kl_per_dimension", "mistake", "summed over the latent dims", lambda mu, lv: (-0.5 * (1 + lv - mu**2 - lv.exp())).sum(-1),
@@ -437,16 +450,19 @@ CATALOGUE = [
         r"calls vae_helpers.models.conv_output_size"),
     row("conv_output_size", "valid", "math.floor", lambda n, k, s, p: math.floor((n + 2 * p - k) / s) + 1),
     row("conv_output_size", "valid", "len(range)", lambda n, k, s, p: len(range(0, n + 2 * p - k + 1, s))),
-    row("conv_output_size", "valid", "a dummy nn.Conv2d", lambda n, k, s, p: nn.Conv2d(1, 1, k, s, p)(torch.zeros(1, 1, n, n)).shape[-1]),
+    row("conv_output_size", "cheat", "a dummy nn.Conv2d", lambda n, k, s, p: nn.Conv2d(1, 1, k, s, p)(torch.zeros(1, 1, n, n)).shape[-1],
+        "runs a convolution"),
+    row("conv_output_size", "cheat", "F.conv2d", lambda n, k, s, p: F.conv2d(torch.zeros(1, 1, n, n), torch.zeros(1, 1, k, k),
+        stride=s, padding=p).shape[-1], "runs a convolution"),
     row("conv_decode", "cheat", "model.decode", lambda m, z: m.decode(z), "calls model.decode, the method this exercise asks you to write"),
     row("conv_decode", "cheat", "ConvVAE.decode on the class", lambda m, z: models.ConvVAE.decode(m, z), "calls model.decode"),
     row("conv_decode", "cheat", "logit of model.mean_image", lambda m, z: torch.logit(m.mean_image(z)), "calls model.decode"),
     row("conv_decode", "valid", "unflatten", _decode_unflatten),
     row("conv_encoder", "valid", "two heads", _conv_encoder()),
     row("conv_encoder", "valid", "one head, chunk", _conv_encoder(one_head=True)),
-    row("conv_encoder", "cheat", "wraps ConvVAE.encode", _EncoderViaReference, r"calls vae_helpers.models.ConvVAE.encode"),
+    row("conv_encoder", "cheat", "wraps ConvVAE.encode", _EncoderViaReference, r"builds vae_helpers' own models.ConvVAE"),
     row("conv_encoder", "mistake", "no ReLU after the dense layer", _conv_encoder(relu_dense=False), "needs a ReLU after it"),
-    row("conv_encoder", "mistake", "mu and logvar swapped", _conv_encoder(swap=True), "swapped"),
+    row("conv_encoder", "valid", "heads used the other way round", _conv_encoder(swap=True)),
     row("conv_encoder", "mistake", "stride 1", _conv_encoder(stride=1), "parameters, expected"),
     row("conv_encoder", "mistake", "no padding", _conv_encoder(padding=0), "parameters, expected"),
     row("receptive_field", "valid", "forwards with the jump", _field),
@@ -478,7 +494,7 @@ CATALOGUE = [
     row("sample_posterior", "mistake", "log-det per flow", _posterior(per_flow=True), "one log-det per flow"),
     row("sample_posterior", "mistake", "log-dets subtracted", _posterior(sign=-1.0), "wrong sign"),
     row("sample_posterior", "mistake", "z0 detached", _posterior(detach=True), "no gradient"),
-    row("sample_posterior", "mistake", "no noise", _posterior(noise=False), "almost\\) mu"),
+    row("sample_posterior", "mistake", "no noise", _posterior(noise=False), "z0 is mu"),
     row("energy_u1", "valid", "logaddexp", _u1()),
     row("energy_u1", "valid", "logsumexp of a stack", lambda z: 0.5 * ((z.norm(dim=-1) - 2) / 0.4) ** 2 - torch.logsumexp(torch.stack(
         [-0.5 * ((z[:, 0] - 2) / 0.6) ** 2, -0.5 * ((z[:, 0] + 2) / 0.6) ** 2]), 0)),
@@ -490,6 +506,314 @@ CATALOGUE = [
     row("flow_free_energy", "valid", "torch.distributions", lambda log_px, z0, zK, mu, lv, ld: Normal(mu, (0.5 * lv).exp()).log_prob(z0).sum(-1)
         - ld.sum(-1) - Normal(0.0, 1.0).log_prob(zK).sum(-1) - log_px),
 ]
+
+
+# ----------------------------------------------------------------------------- the judge's classes, every notebook
+
+
+def _profiler_off(reference: Callable[..., Any]) -> Callable[..., Any]:
+    def answer(*args):
+        sys.setprofile(None)  # the old guard was a profile hook; this switched it off
+        return reference(*args)
+    return answer
+
+
+_saved_conv2d = F.conv2d  # an alias taken before the check runs
+_pasted_kl_per_dim = own_copy(losses.gaussian_kl_per_dim)
+
+
+def _kl_parts(mu, lv, detach_var=False, data_mu=False):
+    var = lv.exp().detach() if detach_var else lv.exp()
+    m = mu.data if data_mu else mu
+    return -0.5 * torch.sum(1 + lv - m.pow(2) - var, dim=-1)
+
+
+def _elbo(kl_detached=False, sigma_detached=False, as_number=False, samples=1, eps_shape=None):
+    def negative_elbo(model, x):
+        mu, logvar = model.encode(x)
+        std = torch.exp(0.5 * logvar)
+        total = 0.0
+        for _ in range(samples):
+            eps = torch.randn(eps_shape(mu)) if eps_shape else torch.randn_like(mu)
+            z = mu + (std.detach() if sigma_detached else std) * eps.reshape(mu.shape)
+            total = total - model.log_likelihood(x, z)
+        kl = losses.gaussian_kl(mu, logvar)
+        loss = (total / samples + (kl.detach() if kl_detached else kl)).mean()
+        return torch.tensor(loss.item(), requires_grad=True) if as_number else loss
+    return negative_elbo
+
+
+def _elbo_reseeded(model, x):
+    torch.manual_seed(0)
+    return _elbo()(model, x)
+
+
+def _elbo_shared_eps(model, x):
+    mu, logvar = model.encode(x)
+    z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape[0], 1)  # one eps per example for every dimension
+    return (-model.log_likelihood(x, z) + losses.gaussian_kl(mu, logvar)).mean()
+
+
+def _posterior_detached_flows(model, x):
+    mu, logvar, u, w, b = model.encode_all(x)
+    z0 = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+    zK, log_det = z0, torch.zeros(x.shape[0])
+    for k in range(u.shape[1]):
+        u_k, w_k, b_k = u[:, k].detach(), w[:, k].detach(), b[:, k].detach()  # the flows would never learn
+        zK, ld = flows.planar_transform(zK, flows.constrain_u(u_k, w_k), w_k, b_k)
+        log_det = log_det + ld
+    return z0, zK, log_det, mu, logvar
+
+
+def _posterior_reseeded(model, x):
+    torch.manual_seed(0)
+    return _posterior()(model, x)
+
+
+def _posterior_shared_eps(model, x):
+    mu, logvar, u, w, b = model.encode_all(x)
+    z0 = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape[0], 1)
+    return (z0, *_posterior_flows(z0, u, w, b), mu, logvar)
+
+
+def _posterior_flows(z0, u, w, b):
+    z, total = z0, torch.zeros(z0.shape[0])
+    for k in range(u.shape[1]):
+        z, ld = flows.planar_transform(z, flows.constrain_u(u[:, k], w[:, k]), w[:, k], b[:, k])
+        total = total + ld
+    return z, total
+
+
+def _posterior_randn_shape(model, x):
+    mu, logvar, u, w, b = model.encode_all(x)
+    z0 = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape[1], mu.shape[0]).T  # drawn (D, B), transposed
+    return (z0, *_posterior_flows(z0, u, w, b), mu, logvar)
+
+
+def _loop_variant(drop_last=False, fresh="never", zero=True, sgd=False, two_steps=False, weighted=False, split=False):
+    def train_autoencoder(model, x_train, loss_fn, num_epochs, batch_size, lr):
+        make = (lambda: torch.optim.SGD(model.parameters(), lr=lr)) if sgd else (lambda: torch.optim.Adam(model.parameters(), lr=lr))
+        optimizer = make()
+        history = []
+        n = len(x_train)
+        for _ in range(num_epochs):
+            if fresh == "epoch":
+                optimizer = make()
+            order = torch.randperm(n)
+            stop = n - batch_size + 1 if drop_last else n
+            chunks = order.split(batch_size) if split else [order[i:i + batch_size] for i in range(0, stop, batch_size)]
+            total, count = 0.0, 0
+            for idx in chunks:
+                if fresh == "batch":
+                    optimizer = make()
+                loss = loss_fn(model, x_train[idx])["loss"]
+                if zero:
+                    optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                if two_steps:
+                    optimizer.step()
+                total += loss.item() * (len(idx) if weighted else 1)
+                count += len(idx) if weighted else 1
+            history.append(total / count)
+        return history
+    return train_autoencoder
+
+
+class _ParameterAE(nn.Module):
+    """An autoencoder of bare nn.Parameter matrices, used as x @ W + b."""
+
+    def __init__(self, input_dim, hidden_dim, latent_dim):
+        super().__init__()
+        sizes = [(input_dim, hidden_dim), (hidden_dim, latent_dim), (latent_dim, hidden_dim), (hidden_dim, input_dim)]
+        self.weights = nn.ParameterList([nn.Parameter(0.1 * torch.randn(a, b)) for a, b in sizes])
+        self.biases = nn.ParameterList([nn.Parameter(torch.zeros(b)) for _, b in sizes])
+
+    def encode(self, x):
+        h = F.elu(x @ self.weights[0] + self.biases[0])
+        return h @ self.weights[1] + self.biases[1]
+
+    def forward(self, x):
+        h = F.elu(self.encode(x) @ self.weights[2] + self.biases[2])
+        return torch.sigmoid(h @ self.weights[3] + self.biases[3])
+
+
+class _LogvarFirstVAE(models.VAEBase):
+    """Two heads, the logvar head registered before the mu head."""
+
+    def __init__(self, input_dim, hidden_dim, latent_dim):
+        super().__init__()
+        self.hidden = nn.Linear(input_dim, hidden_dim)
+        self.to_logvar = nn.Linear(hidden_dim, latent_dim)
+        self.to_mu = nn.Linear(hidden_dim, latent_dim)
+        self.dec_hidden, self.dec_out = nn.Linear(latent_dim, hidden_dim), nn.Linear(hidden_dim, input_dim)
+
+    def encode(self, x):
+        h = F.elu(self.hidden(x))
+        return self.to_mu(h), self.to_logvar(h)
+
+    def decode(self, z):
+        return self.dec_out(F.elu(self.dec_hidden(z)))
+
+
+class _InnerNetworksVAE(models.VAEBase):
+    """Takes the inner networks of a vae_helpers VAE built inside __init__."""
+
+    def __init__(self, input_dim, hidden_dim, latent_dim):
+        super().__init__()
+        inner = models.VAE(models.VAEConfig(input_dim=input_dim, hidden_dim=hidden_dim, latent_dim=latent_dim))
+        self.enc, self.dec = inner.encoder.net, inner.decoder.net
+
+    def encode(self, x):
+        return self.enc(x).chunk(2, dim=-1)
+
+    def decode(self, z):
+        return self.dec(z)
+
+
+_OUTSIDE = {}
+
+
+class _SharedLayersAE(nn.Module):
+    """Reuses layers made once outside the class (so every instance shares them)."""
+
+    def __init__(self, input_dim, hidden_dim, latent_dim):
+        super().__init__()
+        key = (input_dim, hidden_dim, latent_dim)
+        if key not in _OUTSIDE:
+            _OUTSIDE[key] = (nn.Linear(input_dim, hidden_dim), nn.Linear(hidden_dim, latent_dim),
+                             nn.Linear(latent_dim, hidden_dim), nn.Linear(hidden_dim, input_dim))
+        self.l1, self.l2, self.l3, self.l4 = _OUTSIDE[key]
+
+    def encode(self, x):
+        return self.l2(F.elu(self.l1(x)))
+
+    def forward(self, x):
+        return torch.sigmoid(self.l4(F.elu(self.l3(self.encode(x)))))
+
+
+def _lazy_conv_encoder():
+    class LazyEncoder(nn.Module):
+        def __init__(self, latent_dim, channels=(16, 32), hidden_dim=64):
+            super().__init__()
+            self.features = nn.Sequential(nn.Conv2d(1, channels[0], 3, 2, 1), nn.ReLU(), nn.Conv2d(channels[0], channels[1], 3, 2, 1),
+                                          nn.ReLU(), nn.Flatten(), nn.LazyLinear(hidden_dim), nn.ReLU())
+            self.to_mu, self.to_logvar = nn.Linear(hidden_dim, latent_dim), nn.Linear(hidden_dim, latent_dim)
+
+        def forward(self, x):
+            h = self.features(x)
+            return self.to_mu(h), self.to_logvar(h)
+    return LazyEncoder
+
+
+class _ChannelsLastEncoder(nn.Module):
+    """Flattens the feature map channels last: a different but equally good dense layer."""
+
+    def __init__(self, latent_dim, channels=(16, 32), hidden_dim=64):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(1, channels[0], 3, 2, 1), nn.Conv2d(channels[0], channels[1], 3, 2, 1)
+        self.dense = nn.Linear(channels[1] * 49, hidden_dim)
+        self.heads = nn.Linear(hidden_dim, 2 * latent_dim)
+
+    def forward(self, x):
+        h = torch.relu(self.c2(torch.relu(self.c1(x))))  # (B, C, 7, 7)
+        h = torch.relu(self.dense(h.permute(0, 2, 3, 1).flatten(1)))
+        return self.heads(h).chunk(2, dim=-1)
+
+
+CATALOGUE += [
+    # delegation that cannot be switched off, pasted code, saved aliases
+    row("gaussian_kl", "cheat", "profiler switched off", _profiler_off(losses.gaussian_kl), r"calls vae_helpers.losses.gaussian_kl"),
+    row("gaussian_kl", "cheat", "pasted source of gaussian_kl_per_dim", lambda mu, lv: _pasted_kl_per_dim(mu, lv).sum(-1),
+        "copy of vae_helpers' own losses.gaussian_kl_per_dim"),
+    row("gaussian_kl", "cheat", "the refusal caught, the value computed by hand", lambda mu, lv: _catching(losses.gaussian_kl, mu, lv),
+        r"calls vae_helpers.losses.gaussian_kl"),
+    row("negative_elbo", "cheat", "profiler switched off", _profiler_off(lambda m, x: losses.vae_loss(m, x)["loss"]),
+        r"calls vae_helpers.losses.vae_loss"),
+    row("conv_output_size", "cheat", "an alias of F.conv2d taken before the check", lambda n, k, s, p: _saved_conv2d(
+        torch.zeros(1, 1, n, n), torch.zeros(1, 1, k, k), stride=s, padding=p).shape[-1], "runs a convolution"),
+    row("interpolate_latents", "cheat", "torch.lerp", lambda a, b, n: torch.lerp(a, b, torch.linspace(0, 1, n)[:, None]), "torch.lerp"),
+    row("interpolate_latents", "cheat", "Tensor.lerp", lambda a, b, n: a.lerp(b, torch.linspace(0, 1, n)[:, None]), "torch.lerp"),
+    row("reparameterize", "cheat", "pasted source", own_copy(models.reparameterize), "copy of vae_helpers' own models.reparameterize"),
+    row("vae_module", "cheat", "the inner networks of a models.VAE", _InnerNetworksVAE, r"builds vae_helpers' own models.VAE"),
+    row("autoencoder_module", "cheat", "layers made outside the class", _SharedLayersAE, "share their layers"),
+    # gradients: the right value with a cut or changed gradient path
+    row("autoencoder_forward", "gradient", "under torch.no_grad", lambda x, *layers: torch.no_grad()(_ae_functional)(x, *layers),
+        "no gradient reaches"),
+    row("squared_error_loss", "gradient", "torch.tensor(loss.item())", lambda x, xh: torch.tensor(((x - xh) ** 2).sum(1).mean().item()),
+        "no gradient reaches x_hat"),
+    row("squared_error_loss", "gradient", "x_hat detached", lambda x, xh: ((x - xh.detach()) ** 2).sum(1).mean(), "no gradient reaches x_hat"),
+    row("cross_entropy_loss", "gradient", "a new tensor with requires_grad", lambda x, l: torch.tensor(
+        (F.softplus(l) - x * l).sum(-1).mean().item(), requires_grad=True), "no gradient reaches logits"),
+    row("gaussian_kl", "gradient", "the variance detached", lambda mu, lv: _kl_parts(mu, lv, detach_var=True), "gradient with respect to logvar"),
+    row("gaussian_kl", "gradient", "mu.data in mu^2", lambda mu, lv: _kl_parts(mu, lv, data_mu=True), "no gradient reaches mu"),
+    row("gaussian_log_likelihood", "gradient", "x detached", lambda x, mu, lv: -0.5 * torch.sum(
+        math.log(2 * math.pi) + lv + (x.detach() - mu) ** 2 / lv.exp(), -1), "no gradient reaches x"),
+    row("reparameterize", "gradient", "sigma detached", lambda mu, lv: mu + torch.exp(0.5 * lv).detach() * torch.randn_like(mu),
+        "no gradient reaches logvar"),
+    row("negative_elbo", "gradient", "KL detached", _elbo(kl_detached=True), "gradient with respect to model.encoder"),
+    row("negative_elbo", "gradient", "sigma detached inside the sample", _elbo(sigma_detached=True), "gradient with respect to model.encoder"),
+    row("negative_elbo", "gradient", "a new tensor from loss.item()", _elbo(as_number=True), "no gradient reaches model"),
+    row("iwae_estimate", "gradient", "rebuilt from numbers", lambda m, x, k: torch.tensor(
+        (torch.logsumexp(m.log_importance_weights(x, k), 0) - math.log(k)).tolist()), "no gradient reaches log_w"),
+    row("kl_per_dimension", "gradient", "logvar detached", lambda mu, lv: (-0.5 * (1 + lv.detach() - mu**2 - lv.detach().exp())).mean(0),
+        "no gradient reaches logvar"),
+    row("conv_decode", "gradient", "z detached", lambda m, z: _decode_unflatten(m, z.detach()), "no gradient reaches z"),
+    row("interpolate_latents", "gradient", "rebuilt from lists", lambda a, b, n: torch.tensor(
+        [(a + t * (b - a)).tolist() for t in torch.linspace(0, 1, n).tolist()]), "no gradient reaches z_start"),
+    row("planar_transform", "gradient", "h detached in the log-det", lambda z, u, w, b: (lambda h: (
+        z + u * h[:, None], torch.log(torch.abs(1 + (1 - h.detach() ** 2) * (w @ u)))))(torch.tanh(z @ w + b)),
+        "gradient with respect to z is wrong"),
+    row("constrain_u", "gradient", "w detached in the correction", lambda u, w: _constrain(F.softplus)(u, w.detach()),
+        "no gradient reaches w"),
+    row("flow_free_energy", "gradient", "log-dets detached", lambda log_px, z0, zK, mu, lv, ld: _free_energy_losses(
+        log_px, z0, zK, mu, lv, ld.detach()), "no gradient reaches log_dets"),
+    row("energy_u1", "gradient", "the ring term detached", lambda z: _u1()(z) - (0.5 * ((z.norm(dim=-1) - 2) / 0.4) ** 2)
+        + (0.5 * ((z.detach().norm(dim=-1) - 2) / 0.4) ** 2), "gradient with respect to z is wrong"),
+    row("sample_posterior", "gradient", "flow parameters detached", _posterior_detached_flows, "gradient with respect to model.encoder"),
+    # noise: fresh, from torch's generator, independent
+    row("negative_elbo", "noise", "torch.manual_seed inside", _elbo_reseeded, "re-seeds torch's random generator"),
+    row("negative_elbo", "noise", "one eps shared by the latent dimensions", _elbo_shared_eps, "share their noise"),
+    row("sample_posterior", "noise", "torch.manual_seed inside", _posterior_reseeded, "re-seeds torch's random generator"),
+    row("sample_posterior", "noise", "one eps shared by the latent dimensions", _posterior_shared_eps, "share their noise"),
+    row("reparameterize", "noise", "a private generator seeded once", lambda mu, lv: mu + torch.exp(0.5 * lv) * torch.randn(
+        mu.shape, generator=_private), "different noise after the same torch.manual_seed"),
+    # training loops judged by what they do to the model
+    row("train_autoencoder", "loop", "drops the last partial batch", _loop_variant(drop_last=True), "last 4 examples"),
+    row("train_autoencoder", "loop", "a new Adam every batch", _loop_variant(fresh="batch"), "new optimizer for every batch"),
+    row("train_autoencoder", "loop", "a new Adam every epoch", _loop_variant(fresh="epoch"), "new optimizer every epoch"),
+    row("train_autoencoder", "loop", "no zero_grad", _loop_variant(zero=False), "gradients add up"),
+    row("train_autoencoder", "loop", "SGD", _loop_variant(sgd=True), "plain gradient steps"),
+    row("train_autoencoder", "loop", "two steps per batch", _loop_variant(two_steps=True), "not as the loop should"),
+    row("train_autoencoder", "valid", "randperm(...).split", _loop_variant(split=True)),
+    row("train_autoencoder", "valid", "the epoch mean weighted by batch size", _loop_variant(weighted=True)),
+    # right answers written other ways
+    row("gaussian_log_likelihood", "valid", "written out", lambda x, mu, lv: -0.5 * ((x - mu) ** 2 * torch.exp(-lv) + lv
+        + math.log(2 * math.pi)).sum(-1)),
+    row("gaussian_log_likelihood", "valid", "with log sigma", lambda x, mu, lv: (-(x - mu) ** 2 / (2 * lv.exp()) - 0.5 * lv
+        - 0.5 * math.log(2 * math.pi)).sum(dim=1)),
+    row("negative_elbo", "valid", "eps drawn as randn(B, D)", _elbo(eps_shape=lambda mu: (mu.shape[0], mu.shape[1]))),
+    row("negative_elbo", "valid", "two samples averaged", _elbo(samples=2)),
+    row("reparameterize", "valid", "eps drawn (D, B) and transposed", lambda mu, lv: mu + torch.exp(lv / 2) * torch.randn(
+        mu.shape[1], mu.shape[0]).T),
+    row("sample_posterior", "valid", "eps drawn (D, B) and transposed", _posterior_randn_shape),
+    row("autoencoder_module", "valid", "nn.Parameter matrices", _ParameterAE),
+    row("vae_module", "valid", "logvar head registered first", _LogvarFirstVAE),
+    row("conv_encoder", "valid", "nn.LazyLinear", _lazy_conv_encoder()),
+    row("conv_encoder", "valid", "flattened channels last", _ChannelsLastEncoder),
+    row("conv_output_size", "valid", "a loop over window positions", lambda n, k, s, p: sum(1 for i in range(0, n + 2 * p - k + 1, s))),
+    row("iwae_estimate", "valid", "stable by hand with a detached max", lambda m, x, k: (lambda lw: lw.max(0).values.detach() + torch.log(
+        torch.exp(lw - lw.max(0).values.detach()).mean(0)))(m.log_importance_weights(x, k))),
+]
+
+_private = torch.Generator().manual_seed(0)
+
+
+def _catching(reference: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return reference(*args)
+    except Exception:  # noqa: BLE001 - an answer that hides the refusal and computes the value another way
+        return -0.5 * torch.sum(1 + args[1] - args[0] ** 2 - args[1].exp(), -1)
 
 
 @pytest.mark.parametrize("checker, fn, match", CATALOGUE)

@@ -33,8 +33,14 @@ SIZE_WRONG = {
 }
 
 
+@pytest.mark.parametrize("checker, reference", [("conv_output_size", models.conv_output_size),
+                                                ("interpolate_latents", models.interpolate_latents)])
+def test_a_pasted_copy_of_the_reference_is_refused(checker, reference):
+    with pytest.raises(AssertionError, match=f"copy of vae_helpers' own models.{checker}"):
+        getattr(checks, f"check_{checker}")(own_copy(reference))
+
+
 def test_conv_output_size_checker_passes_the_reference(capsys):
-    checks.check_conv_output_size(own_copy(models.conv_output_size))
     checks.check_conv_output_size(size_right)
     checks.check_conv_output_size(lambda n, k, s, p: float(size_right(n, k, s, p)))  # 14.0 is a whole number
     checks.check_conv_output_size(lambda n, k, s, p: torch.tensor(size_right(n, k, s, p)))
@@ -113,9 +119,8 @@ INTERP_WRONG = {
 
 
 def test_interpolate_latents_checker_passes_the_reference(capsys):
-    checks.check_interpolate_latents(own_copy(models.interpolate_latents))
     checks.check_interpolate_latents(lerp_right)
-    checks.check_interpolate_latents(lambda a, b, n: torch.stack([torch.lerp(a, b, float(t)) for t in torch.linspace(0, 1, n)]))
+    checks.check_interpolate_latents(lambda a, b, n: torch.stack([a + float(t) * (b - a) for t in torch.linspace(0, 1, n)]))
     assert capsys.readouterr().out.startswith("✓")
 
 

@@ -9,10 +9,29 @@ from vae_helpers import flows
 from learner_copies import own_copy
 from vae_helpers.losses import gaussian_kl, gaussian_log_likelihood, standard_normal_log_density
 
-# the references as a learner who typed the same code hands them in (the reference itself is refused)
-planar_transform = own_copy(flows.planar_transform)
-constrain_u = own_copy(flows.constrain_u)
-flow_free_energy = own_copy(flows.flow_free_energy)
+
+# right answers as a learner writes them (the references themselves, and pasted copies of them, are refused)
+def planar_transform(z, u, w, b):
+    h = torch.tanh(z @ w + b)  # (B,)
+    return z + u * h[:, None], torch.log(torch.abs(1 + (1 - h**2) * (w @ u)))
+
+
+def constrain_u(u, w):
+    wu = (w * u).sum(-1, keepdim=True)
+    return u + (-1 + F.softplus(wu) - wu) * w / (w * w).sum(-1, keepdim=True)
+
+
+def flow_free_energy(log_px, z0, zK, mu, logvar, log_dets):
+    log_dets = log_dets.sum(-1) if log_dets.dim() == 2 else log_dets
+    return gaussian_log_likelihood(z0, mu, logvar) - log_dets - standard_normal_log_density(zK) - log_px
+
+
+@pytest.mark.parametrize("checker, reference", [("planar_transform", flows.planar_transform),
+                                                ("constrain_u", flows.constrain_u),
+                                                ("flow_free_energy", flows.flow_free_energy)])
+def test_a_pasted_copy_of_the_reference_is_refused(checker, reference):
+    with pytest.raises(AssertionError, match=f"copy of vae_helpers' own flows.{checker}"):
+        getattr(checks, f"check_{checker}")(own_copy(reference))
 
 
 # ----------------------------------------------------------------------------- planar transform

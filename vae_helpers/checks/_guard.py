@@ -19,6 +19,9 @@ from typing import Any, Callable, Iterator, Mapping
 
 import torch
 
+TAMPERED = "your code changed the checker's or vae_helpers' own functions while the check ran; write the answer " \
+           "without touching them"
+
 # always refused: re-seeding inside an exercise makes every call draw the same "random" numbers
 SEEDING = {
     "torch.random.manual_seed": "your function re-seeds torch's random generator (torch.manual_seed inside it), so every "
@@ -112,10 +115,20 @@ def guarded(refused: Mapping[str, str]) -> Iterator[list[str]]:
                 swapped_attr.append((owner, name, owner.__dict__.get(name, _MISSING) if isinstance(owner, type) else getattr(owner, name)))
                 setattr(owner, name, wire)
         _ACTIVE.append(guard)
+        wires = [(fn, fn.__code__) for fn, _ in swapped_code] + [(owner, name) for owner, name, _ in swapped_attr]
+        tripped = _tripped
+        installed = {(id(owner), name): getattr(owner, name) for owner, name, _ in swapped_attr}
         yield _HitView(guard, messages)
+        # the learner's code ran in between: every tripwire must still be in place
+        intact = (_ACTIVE and _ACTIVE[-1] is guard and globals()["_tripped"] is tripped
+                  and all(fn.__code__ is code for fn, code in wires[:len(swapped_code)])
+                  and all(getattr(owner, name, None) is installed[(id(owner), name)] for owner, name in wires[len(swapped_code):]))
+        if not intact:
+            messages[TAMPERED] = TAMPERED
+            guard["hits"].insert(0, TAMPERED)
     finally:
-        if _ACTIVE and _ACTIVE[-1] is guard:
-            _ACTIVE.pop()
+        if guard in _ACTIVE:
+            _ACTIVE.remove(guard)
         for fn, code in reversed(swapped_code):
             fn.__code__ = code
         for owner, name, original in reversed(swapped_attr):
@@ -190,7 +203,22 @@ def _functions_of(obj: Any) -> list[types.FunctionType]:
     return [call] if isinstance(call, types.FunctionType) and not _is_library(type(obj)) else []
 
 
+def _library_dirs() -> tuple[str, ...]:
+    """Folders whose code is not the learner's: this package, the standard library, installed packages."""
+    import os
+    import sysconfig
+
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    paths = {sysconfig.get_path(key) for key in ("stdlib", "platstdlib", "purelib", "platlib")}
+    return tuple(os.path.abspath(p) + os.sep for p in {package, *paths} if p)
+
+
 def _is_library(obj: Any) -> bool:
+    """True for code of a library (by the file a function was written in; by the module a class belongs to)."""
+    import os
+
+    if isinstance(obj, types.FunctionType):
+        return os.path.abspath(obj.__code__.co_filename).startswith(_library_dirs())
     module = getattr(obj, "__module__", "") or ""
     return module.split(".")[0] in ("torch", "vae_helpers", "builtins", "numpy", "math", "functools", "typing", "abc")
 
@@ -203,6 +231,7 @@ def read_learner_code(obj: Any, refused: Mapping[str, str], depth: int = 3) -> s
     of a refused ``vae_helpers`` function's instructions is a pasted copy.
     """
     targets: dict[int, str] = {}
+    codes: dict[int, str] = {}
     pasted: list[tuple[list[Any], str]] = []
     for path, message in refused.items():
         try:
@@ -211,6 +240,8 @@ def read_learner_code(obj: Any, refused: Mapping[str, str], depth: int = 3) -> s
             continue
         raw = getattr(target, "__func__", target)
         targets[id(raw)] = message
+        if isinstance(raw, types.FunctionType):
+            codes[id(raw.__code__)] = message
         if isinstance(raw, types.FunctionType) and path.startswith("vae_helpers."):
             tokens = _tokens(raw.__code__)
             if len(tokens) >= 8:
@@ -240,6 +271,8 @@ def read_learner_code(obj: Any, refused: Mapping[str, str], depth: int = 3) -> s
                 raw = getattr(value, "__func__", value)
                 if id(raw) in targets:
                     return targets[id(raw)]
+                if isinstance(raw, types.CodeType) and id(raw) in codes:
+                    return codes[id(raw)]
                 if level < depth and not _is_library(raw) and (isinstance(raw, (types.FunctionType, type))):
                     queue.extend((f, level + 1) for f in _functions_of(raw))
     return None

@@ -15,6 +15,12 @@ import torch
 
 from ._core import CheckFailed, call_learner
 
+# building one of these inside the learner's module hands the exercise to vae_helpers
+OWN_MODELS = {f"vae_helpers.{path}": f"your class builds vae_helpers' own {path.removesuffix('.__init__')}, the thing this "
+                                     "exercise asks you to build: make the layers yourself with torch.nn (nn.Linear, ...)"
+              for path in ("models.Autoencoder.__init__", "models.VAE.__init__", "models.ConvVAE.__init__",
+                           "models.Encoder.__init__", "models.Decoder.__init__", "models.mlp", "flows.FlowVAE.__init__")}
+
 
 def materialise(model: torch.nn.Module, dry_run: Callable[[], object], label: str) -> None:
     """Run ``dry_run`` once (under no_grad) if the module holds lazy parameters, so that they get their shapes."""
@@ -114,3 +120,25 @@ def shared_between_instances(cls: Callable[..., torch.nn.Module], args: tuple, k
     if isinstance(second, torch.nn.Module) and any(id(p) in ids for p in second.parameters()):
         raise CheckFailed(f"two {label} objects share their layers: build every layer inside __init__ "
                           "(layers created outside the class, e.g. taken from another model, are not your module)")
+
+
+def build_learner_module(cls: Callable[..., torch.nn.Module], args: tuple, kwargs: dict, label: str,
+                         dry_run: Callable[[torch.nn.Module], object], allowed: tuple[type, ...] = ()) -> torch.nn.Module:
+    """The learner's module ``cls(*args, **kwargs)``, refused if it is or holds a ``vae_helpers`` model, lazy layers set up.
+
+    ``allowed`` are ``vae_helpers`` base classes the exercise asks for (``models.VAEBase``).
+    ``dry_run(model)`` runs one forward pass, which gives lazy layers their shapes.
+    """
+    from ._guard import library_modules
+
+    model = call_learner(cls, *args, name=label, **kwargs)
+    if not isinstance(model, torch.nn.Module):
+        raise CheckFailed(f"{label}(...) should build a torch.nn.Module (class {label}(nn.Module) with super().__init__()), "
+                          f"got {type(model).__name__}")
+    inside = library_modules(model, allowed)
+    if inside is not None:
+        raise CheckFailed(f"{label} is or holds vae_helpers' own model {inside}, the thing this exercise asks you to "
+                          "build: make the layers yourself with torch.nn (nn.Linear, nn.Conv2d, ...)")
+    shared_between_instances(cls, args, kwargs, label, model)
+    materialise(model, lambda: call_learner(dry_run, model, name=f"{label}.forward"), label)
+    return model

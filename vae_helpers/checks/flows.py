@@ -6,7 +6,8 @@ from typing import Any, Callable
 
 import torch
 
-from ._core import CheckFailed, call_learner, expect_tensor, close, compare, _preview, ok, refuses
+from ._core import CheckFailed, _preview, call_learner, close, compare, expect_tensor, ok, refuses, seeded
+from ._judge import Trial, check_fresh_noise
 
 
 def _learner_pair(out: Any, label: str) -> tuple[Any, Any]:
@@ -64,9 +65,9 @@ def check_planar_transform(fn: Callable[..., Any]) -> None:
     cases = _planar_cases(40)
     for z, u, w, b in cases:
         batch, dim = z.shape
-        z_new, log_det = _learner_pair(call_learner(fn, z.clone(), u.clone(), w.clone(), b.clone(), name="planar_transform"),
-                                       "planar_transform")
-        ref_z, ref_ld = planar_transform(z, u, w, b)
+        trial = Trial(fn, planar_transform, (z, u, w, b), label="planar_transform", names=("z", "u", "w", "b"))
+        z_new, log_det = _learner_pair(trial.got, "planar_transform")
+        ref_z, ref_ld = (t.detach() for t in trial.expected)
         oracle = _autograd_log_det(z, u, w, b)
         assert close(ref_ld, oracle), "internal error: reference planar_transform disagrees with autograd"
         a = z @ w + b  # wᵀz + b, (B,)
@@ -94,7 +95,9 @@ def check_planar_transform(fn: Callable[..., Any]) -> None:
             "ψ(z) = h'(wᵀz + b) w: the log-det uses uᵀw, not uᵀu or wᵀw":
                 (1 + (1 - h.pow(2)) * (u @ u)).abs().log(),
         })
-    ok(f"planar_transform matches f(z) and log|det ∂f/∂z| from autograd on {len(cases)} cases (D = 2, 5, 3)")
+        trial.check_gradients()
+    ok(f"planar_transform matches f(z) and log|det ∂f/∂z| from autograd, in value and gradient, on {len(cases)} cases "
+       "(D = 2, 5, 3)")
 
 
 @refuses("flows.constrain_u")
@@ -112,7 +115,8 @@ def check_constrain_u(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) 
     cases.append((-3.0 * w / w.pow(2).sum() + 0.1 * torch.randn(4, generator=g), w))  # wᵀu near -3 < -1: not invertible
     cases.append((100.0 * w / w.pow(2).sum(), w))  # wᵀu = 100: log(1 + exp(100)) overflows, softplus does not
     for u, w in cases:
-        got = call_learner(fn, u.clone(), w.clone(), name="constrain_u")
+        trial = Trial(fn, constrain_u, (u, w), label="constrain_u", names=("u", "w"))
+        got = trial.got
         if isinstance(got, torch.Tensor) and got.shape == u.shape and not torch.isfinite(got).all() \
                 and ((w * u).sum(-1) > 80).any():
             raise CheckFailed("constrain_u returned inf or nan for a large wᵀu (here 100): exp(100) overflows, so "
@@ -135,7 +139,8 @@ def check_constrain_u(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) 
         wu_hat = (w * got).sum(-1)
         if not (wu_hat >= -1 - 1e-5).all():
             raise CheckFailed(f"wᵀû should be >= -1 for every row (the planar map is then invertible), got {_preview(wu_hat)}")
-    ok(f"constrain_u matches the reference on {len(cases)} cases and keeps wᵀû >= -1")
+        trial.check_gradients()
+    ok(f"constrain_u matches the reference in value and gradient on {len(cases)} cases and keeps wᵀû >= -1")
 
 
 @refuses("flows.flow_free_energy", "flows.flow_vae_loss")
@@ -155,8 +160,9 @@ def check_flow_free_energy(fn: Callable[..., torch.Tensor]) -> None:
         z0 = mu + torch.exp(0.5 * logvar) * torch.randn(batch, dim, generator=g)
         zK = z0 + torch.randn(batch, dim, generator=g)
         log_dets = 0.5 * torch.randn(batch, num_flows, generator=g)
-        got = call_learner(fn, log_px.clone(), z0.clone(), zK.clone(), mu.clone(), logvar.clone(), log_dets.clone(),
-                           name="flow_free_energy")
+        trial = Trial(fn, flow_free_energy, (log_px, z0, zK, mu, logvar, log_dets), label="flow_free_energy",
+                      names=("log_px", "z0", "zK", "mu", "logvar", "log_dets"))
+        got = trial.got
         if isinstance(got, torch.Tensor) and tuple(got.shape) == (batch, num_flows) and num_flows > 1:
             raise CheckFailed(f"flow_free_energy returned shape {tuple(got.shape)}, expected ({batch},): "
                               "sum the log-determinants over the K flows (dim=-1) to get one value per example")
@@ -185,13 +191,16 @@ def check_flow_free_energy(fn: Callable[..., torch.Tensor]) -> None:
             "the reconstruction term enters with a minus sign: F = ... - log p(x|z_K)": log_q0 - sum_ld - log_pzK + log_px,
         }
         compare(got, expected, "flow_free_energy", mistakes)
+        trial.check_gradients()
         cases += 1
-    ok(f"flow_free_energy matches torch.distributions on {cases} cases")
+    ok(f"flow_free_energy matches torch.distributions in value and gradient on {cases} cases")
 
 
 @refuses("flows.U1", "flows._neg_logaddexp")
 def check_energy_u1(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
     """Check ``fn(z (N, 2)) -> U_1(z) (N,)`` against the formula of Rezende & Mohamed's Table 1, also far from the ring."""
+    from ..flows import U1
+
     g = torch.Generator().manual_seed(43)
     near = 8 * torch.rand(50, 2, generator=g) - 4  # the square of the figures
     far = torch.tensor([[30.0, 0.0], [-30.0, 1.0], [0.0, 40.0], [12.0, -9.0]])  # both Gaussian bumps underflow to 0 here
@@ -200,7 +209,8 @@ def check_energy_u1(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
         ring = 0.5 * ((z64.norm(dim=-1) - 2) / 0.4) ** 2
         a, b = -0.5 * ((z64[:, 0] - 2) / 0.6) ** 2, -0.5 * ((z64[:, 0] + 2) / 0.6) ** 2
         expected = (ring - torch.logaddexp(a, b)).float()  # oracle in float64
-        out = call_learner(fn, z.clone(), name="energy_u1")
+        trial = Trial(fn, U1, (z,), label=f"energy_u1 {where}", names=("z",))
+        out = trial.got
         if isinstance(out, torch.Tensor) and out.dim() == 2 and tuple(out.shape) == (z.shape[0], 1):
             raise CheckFailed(f"energy_u1 returned shape {tuple(out.shape)}, expected ({z.shape[0]},): one energy per point")
         if isinstance(out, torch.Tensor) and tuple(out.shape) == (z.shape[0],) and not torch.isfinite(out).all():
@@ -215,4 +225,85 @@ def check_energy_u1(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
             "the two bumps sit at z₁ = +2 and z₁ = -2: use (z₁ - 2) and (z₁ + 2)":
                 (ring - torch.logaddexp(a, a)).float(),
         }, rtol=1e-4, atol=1e-3)
-    ok("energy_u1 matches U₁ of Rezende & Mohamed's Table 1 in the square and stays finite far from the ring")
+        trial.check_gradients()
+    ok("energy_u1 matches U₁ of Rezende & Mohamed's Table 1, in value and gradient, in the square and stays finite far "
+       "from the ring")
+
+
+def _posterior_reference(model: Any, x: torch.Tensor, got: Any) -> tuple[torch.Tensor, ...]:
+    """``FlowVAE.sample_posterior`` on the learner's own noise (read off its z0): (z0, zK, Σ log-det, mu, logvar)."""
+    from ..flows import planar_flow_sequence
+
+    mu, logvar, u, w, b = model.encode_all(x)
+    z0_got = got[0] if isinstance(got, (tuple, list)) and got and type(got[0]) is torch.Tensor else None
+    std = torch.exp(0.5 * logvar)
+    eps = ((z0_got.detach() - mu.detach()) / std.detach()) if z0_got is not None and z0_got.shape == mu.shape \
+        else torch.zeros_like(mu)
+    z0 = mu + std * eps
+    zK, log_det = planar_flow_sequence(z0, u, w, b)
+    return z0, zK, log_det, mu, logvar
+
+
+@refuses("flows.planar_flow_sequence", "flows._planar_log_det",
+         flows__FlowVAE__sample_posterior="your sample_posterior calls model.sample_posterior, the method this exercise "
+                                          "asks you to write: start from model.encode_all(x)")
+def check_sample_posterior(fn: Callable[..., Any]) -> None:
+    """Check ``fn(model, x) -> (z0, zK, Σ log-det (B,), mu, logvar)`` for a ``FlowVAE``, in value and gradient."""
+    from ..flows import FlowVAE, FlowVAEConfig, constrain_u, planar_transform
+
+    label = "sample_posterior"
+    for num_flows in (3, 0):
+        with seeded(550 + num_flows):
+            model = FlowVAE(FlowVAEConfig(input_dim=12, hidden_dim=10, latent_dim=2, num_flows=num_flows))
+            with torch.no_grad():  # flows away from the identity, so that every mistake shows
+                model.encoder.net[-1].weight.normal_(0.0, 8.0)
+            x = (torch.rand(5, 12) > 0.5).float()
+        trial = Trial(fn, _posterior_reference, (model, x), label=label, names=("model", None), seed=550, with_got=True)
+        out = trial.got
+        if not isinstance(out, (tuple, list)) or len(out) != 5:
+            raise CheckFailed(f"{label} should return five things (z0, zK, log_det, mu, logvar), got {type(out).__name__}"
+                              + (f" of length {len(out)}" if isinstance(out, (tuple, list)) else ""))
+        z0, zK, log_det, mu, logvar = out
+        z0 = expect_tensor(z0, (5, 2), f"z0 from {label}", "One code per input: (B, latent_dim).")
+        zK = expect_tensor(zK, (5, 2), f"zK from {label}", "One code per input: (B, latent_dim).")
+        if type(log_det) is torch.Tensor and tuple(log_det.shape) == (5, num_flows) and num_flows > 1:
+            raise CheckFailed(f"{label} returned one log-det per flow, shape (B, K); return their sum over the flows, (B,)")
+        log_det = expect_tensor(log_det, (5,), f"the log-det from {label}", "Return Σ_k log|det| per input, (B,).")
+        ref_z0, ref_zK, ref_ld, ref_mu, ref_logvar = (t.detach() for t in trial.expected)
+        compare(expect_tensor(mu, (5, 2), f"mu from {label}"), ref_mu, f"mu from {label}", {}, atol=1e-5)
+        compare(expect_tensor(logvar, (5, 2), f"logvar from {label}"), ref_logvar, f"logvar from {label}", {}, atol=1e-5)
+        if not z0.requires_grad:
+            raise CheckFailed("z0 carries no gradient back to the encoder: draw it with the reparameterisation "
+                              "trick, mu + exp(logvar / 2) * eps (no .sample(), no torch.no_grad())")
+        if num_flows and close(z0.detach(), ref_mu, rtol=0, atol=1e-6):
+            raise CheckFailed("z0 is mu: add the noise exp(logvar / 2) * eps with eps ~ N(0, I)")
+        with torch.no_grad():
+            _, _, u, w, b = model.encode_all(x)
+            raw_zK, raw_ld = z0.detach(), torch.zeros(5)
+            for k in range(num_flows):
+                raw_zK, ld = planar_transform(raw_zK, u[:, k], w[:, k], b[:, k])
+                raw_ld = raw_ld + ld
+            reversed_zK = z0.detach()
+            for k in reversed(range(num_flows)):
+                reversed_zK, _ = planar_transform(reversed_zK, constrain_u(u[:, k], w[:, k]), w[:, k], b[:, k])
+        compare(zK.detach(), ref_zK, f"zK from {label} (the flows applied to your z0)", {
+            "u must be made invertible first: use constrain_u(u_k, w_k) in place of the raw u_k": raw_zK,
+            "the flows run in the wrong order: apply flow 0 first and flow K-1 last": reversed_zK,
+        }, atol=1e-4)
+        compare(log_det.detach(), ref_ld, f"the log-det from {label}", {
+            "wrong sign: add the flows' log|det|, do not subtract them": -ref_ld,
+            "u must be made invertible first: use constrain_u(u_k, w_k) in place of the raw u_k": raw_ld,
+        }, atol=1e-4)
+        trial.check_gradients(got=[z0, zK, log_det, mu, logvar])
+    x_many = x[:1].expand(20_000, -1)  # many draws of q_0(z0|x) for one input
+
+    def draw() -> torch.Tensor:
+        z0_many = call_learner(fn, model, x_many, name=label)[0]
+        z0_many = expect_tensor(z0_many, (20_000, 2), f"z0 from {label}")
+        with torch.no_grad():
+            mu_1, logvar_1 = model.encode(x[:1])
+        return ((z0_many.detach() - mu_1) / torch.exp(0.5 * logvar_1))
+
+    n = check_fresh_noise(draw, label)
+    ok(f"{label}: z0 ~ q_0 with fresh noise ({n} draws), zK and Σ log-det from K constrained planar maps in order, "
+       "in value and in gradient for every weight of the encoder, on K = 3 and K = 0")
