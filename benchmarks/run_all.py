@@ -21,7 +21,7 @@ import _common
 from _common import machine_info
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ("throughput", "quality", "notebooks", "threads", "grading")
+SCRIPTS = ("throughput", "quality", "notebooks", "threads", "grading", "checks")
 TRIED = {  # what was done about each target, named next to a miss
     "throughput": (
         "fit batches by index_select from the in-memory tensor under one permutation per epoch (no DataLoader), "
@@ -42,6 +42,8 @@ TRIED = {  # what was done about each target, named next to a miss
                 "executed notebooks dropped as soon as scored (only scores and messages kept)."),
     "notebooks": ("the notebooks' own fast/full sizes (config.pick); cells that pushed large batches through a model "
                   "at once (notebook 02's prior codes, notebook 04's flow samples) work in chunks."),
+    "checks": ("the judge runs the learner's function and the reference once per case on small tensors; the noise "
+               "tests draw 20 000 rows four times; build checks train a 12-9-3 model for 15 epochs of 128 rows."),
     "threads": ("the thread policy of vae_helpers.threads: fit times short windows of batches at the current and a "
                 "neighbouring thread count and keeps the faster, re-probing with waits that keep probes under 5% of "
                 "the time. Rejected after measuring: OMP_WAIT_POLICY=PASSIVE (about 1.9x slower quiet, and it must be "
@@ -143,6 +145,10 @@ def targets_and_misses(data: dict[str, Any]) -> tuple[list[list[str]], list[str]
     if th:
         rows += [list(row) for row in th["targets"]]
         missed += [f"**Busy CPU**: {text}. Tried: {TRIED['threads']}" for text in th["missed"]]
+    ck = data.get("checks")
+    if ck:
+        rows += [list(row) for row in ck["targets"]]
+        missed += [f"**Check cells**: {text}. Tried: {TRIED['checks']}" for text in ck["missed"]]
     gr = data.get("grading")
     if gr:
         limit = gr["target_s"] * gr["submissions"] / gr["target_class"]
@@ -161,7 +167,7 @@ def assemble(results: Path, output: Path, runs: dict[str, dict], command: str) -
     from _common import markdown_table
 
     data, sections = {}, {}
-    for name in ("throughput", "notebooks", "threads", "grading"):
+    for name in ("throughput", "notebooks", "threads", "grading", "checks"):
         data[name], sections[name] = load(results, name)
     quality = [(d, md) for d, md in map(lambda stem: load(results, stem), quality_names(results)) if d is not None]
     quality.sort(key=lambda dm: (float(dm[0]["args"]["minutes"]), not dm[0]["args"].get("models", "").startswith("vae")))
@@ -191,7 +197,7 @@ def assemble(results: Path, output: Path, runs: dict[str, dict], command: str) -
     titles = {"throughput": "1. Training throughput: the ordinary PyTorch loop against `fit`",
               "quality": "2. Model quality under a time budget", "notebooks": "3. The series: notebooks and `make test`",
               "threads": "4. Training on a busy CPU: the thread policy",
-              "grading": "5. Grading a class"}
+              "grading": "5. Grading a class", "checks": "6. The checkers' own speed: check cells in fast mode"}
     for name in SCRIPTS:
         lines += ["", f"## {titles[name]}", ""]
         if sections[name] is None:
@@ -236,14 +242,16 @@ def main(argv: list[str] | None = None) -> int:
                                    "--checkpoints", str(args.results / "checkpoints")],
                        "notebooks": ["--modes", "fast"],
                        "threads": ["--limit", "2560", "--epochs", "2", "--reps", "1", "--busy", "0,1", "--notebook", "none"],
-                       "grading": ["--submissions", "2", "--jobs", "1", "--notebooks", "notebooks/01_autoencoder.ipynb"]}
+                       "grading": ["--submissions", "2", "--jobs", "1", "--notebooks", "notebooks/01_autoencoder.ipynb"],
+                       "checks": ["notebooks/01_autoencoder.ipynb"]}
     else:
         script_args = {"throughput": ["--reps", "5", "--ablation", "--profile", "--thread-study"],
                        "quality": ["--minutes", f"{args.minutes:g}"]
                        + ([] if args.minutes == 5 else ["--name", f"quality-{args.minutes:g}min"]),
                        "notebooks": ["--modes", "full,fast"] + ([] if args.no_make_test else ["--make-test"]),
                        "threads": [],
-                       "grading": ["--submissions", "30", "--jobs", "1,2"]}
+                       "grading": ["--submissions", "30", "--jobs", "1,2"],
+                       "checks": []}
     runs = {}
     if not args.assemble_only:
         for name in chosen:

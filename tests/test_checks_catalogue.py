@@ -656,6 +656,21 @@ class _LogvarFirstVAE(models.VAEBase):
         return self.dec_out(F.elu(self.dec_hidden(z)))
 
 
+class _DetachedCodeVAE(models.VAEBase):
+    """Decodes a detached z: the encoder still gets the KL's gradient, the reconstruction's never reaches it."""
+
+    def __init__(self, input_dim, hidden_dim, latent_dim):
+        super().__init__()
+        self.enc = nn.Sequential(nn.Linear(input_dim, hidden_dim), nn.ELU(), nn.Linear(hidden_dim, 2 * latent_dim))
+        self.dec = nn.Sequential(nn.Linear(latent_dim, hidden_dim), nn.ELU(), nn.Linear(hidden_dim, input_dim))
+
+    def encode(self, x):
+        return self.enc(x).chunk(2, dim=-1)
+
+    def decode(self, z):
+        return self.dec(z.detach())
+
+
 class _InnerNetworksVAE(models.VAEBase):
     """Takes the inner networks of a vae_helpers VAE built inside __init__."""
 
@@ -735,6 +750,7 @@ CATALOGUE += [
     row("interpolate_latents", "cheat", "torch.lerp", lambda a, b, n: torch.lerp(a, b, torch.linspace(0, 1, n)[:, None]), "torch.lerp"),
     row("interpolate_latents", "cheat", "Tensor.lerp", lambda a, b, n: a.lerp(b, torch.linspace(0, 1, n)[:, None]), "torch.lerp"),
     row("reparameterize", "cheat", "pasted source", own_copy(models.reparameterize), "copy of vae_helpers' own models.reparameterize"),
+    row("vae_module", "gradient", "decode detaches z", _DetachedCodeVAE, "no gradient reaches z"),
     row("vae_module", "cheat", "the inner networks of a models.VAE", _InnerNetworksVAE, r"builds vae_helpers' own models.VAE"),
     row("autoencoder_module", "cheat", "layers made outside the class", _SharedLayersAE, "share their layers"),
     # gradients: the right value with a cut or changed gradient path
@@ -802,11 +818,30 @@ CATALOGUE += [
     row("conv_encoder", "valid", "nn.LazyLinear", _lazy_conv_encoder()),
     row("conv_encoder", "valid", "flattened channels last", _ChannelsLastEncoder),
     row("conv_output_size", "valid", "a loop over window positions", lambda n, k, s, p: sum(1 for i in range(0, n + 2 * p - k + 1, s))),
+    row("training_step", "valid", "zero_grad(set_to_none=False), loss returned as float", lambda m, opt, x, f: (
+        opt.zero_grad(set_to_none=False), (loss := f(m, x)["loss"]).backward(), opt.step(), float(loss.detach()))[-1]),
+    row("gaussian_kl", "valid", "per-dimension terms summed with einsum", lambda mu, lv: torch.einsum(
+        "bd->b", 0.5 * (mu.pow(2) + torch.exp(lv) - lv - 1))),
+    row("kl_per_dimension", "valid", "sum over the batch divided by its size", lambda mu, lv: 0.5 * (mu**2 + lv.exp() - lv - 1).sum(0)
+        / mu.shape[0]),
+    row("conv_decode", "valid", "the decoder's layers one by one", lambda m, z: _layer_by_layer(m, z)),
+    row("interpolate_latents", "valid", "a list of steps stacked", lambda a, b, n: torch.stack(
+        [(1 - t) * a + t * b for t in [i / (n - 1) for i in range(n)]]) if n > 1 else a[None]),
+    row("planar_transform", "valid", "written with einsum", lambda z, u, w, b: (lambda h: (z + torch.outer(h, u), torch.log(
+        torch.abs(1 + torch.einsum("d,d->", w, u) * (1 - h**2)))))(torch.tanh(torch.einsum("bd,d->b", z, w) + b))),
     row("iwae_estimate", "valid", "stable by hand with a detached max", lambda m, x, k: (lambda lw: lw.max(0).values.detach() + torch.log(
         torch.exp(lw - lw.max(0).values.detach()).mean(0)))(m.log_importance_weights(x, k))),
 ]
 
 _private = torch.Generator().manual_seed(0)
+
+
+def _layer_by_layer(model, z):
+    c = model.config
+    h = model.from_z(z).reshape(-1, c.channels[-1], c.feature_size, c.feature_size)
+    for layer in model.decoder:
+        h = layer(h)
+    return h
 
 
 def _catching(reference: Callable[..., Any], *args: Any) -> Any:
@@ -837,6 +872,12 @@ def test_every_checker_has_a_cheat_and_a_valid_variant_in_the_catalogue() -> Non
     # active_units and receptive_field have no vae_helpers reference to call, so no cheat row
     assert all({"cheat", "valid"} <= found or name in ("active_units", "receptive_field") and "valid" in found
                for name, found in kinds.items()), kinds
+    valid = [param.id.split("-")[0] for param in CATALOGUE if param.id.split("-")[1] == "valid"]
+    assert all(valid.count(name) >= 2 for name in all_checkers), {name: valid.count(name) for name in all_checkers}
+    # every checker that takes differentiable inputs has a cut-gradient row
+    graded_by_gradient = all_checkers - {"active_units", "conv_output_size", "receptive_field", "training_step",
+                                         "train_autoencoder", "autoencoder_module", "conv_encoder"}
+    assert graded_by_gradient <= {name for name, found in kinds.items() if "gradient" in found}
 
 
 def test_a_refused_reference_is_allowed_again_after_its_checker() -> None:

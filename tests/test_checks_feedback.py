@@ -28,6 +28,10 @@ CELLS = {
             "checks.check_reparameterize(reparameterize)",
     "reimport": "import importlib, vae_helpers.checks\nchecks.install_short_feedback(); checks.install_short_feedback()\n"
                 "checks.check_iwae_estimate(lambda model, x, k: model.log_importance_weights(x, k).max(0).values)",
+    # refusals and cut gradients are one short line too
+    "refused": "from torch.distributions import Normal, kl_divergence\n"
+               "checks.check_gaussian_kl(lambda mu, lv: kl_divergence(Normal(mu, (lv / 2).exp()), Normal(0., 1.)).sum(-1))",
+    "detached": "checks.check_gaussian_kl(lambda mu, lv: -0.5 * (1 + lv - mu.detach()**2 - lv.exp()).sum(-1))",
     "right": "checks.check_gaussian_kl(lambda mu, lv: -0.5 * (1 + lv - mu**2 - lv.exp()).sum(-1))",
     "plain": "assert 1 == 2, 'a hidden test'",
 }
@@ -62,6 +66,16 @@ def test_a_failed_check_shows_only_the_short_message(executed) -> None:
     assert "Likely mistake: you averaged the log-weights" in text
     assert "vae_helpers" not in text and "logsumexp(log_w" not in text and "Traceback" not in text
     assert len(text.splitlines()) <= 3, text
+
+
+@pytest.mark.parametrize("name, start", [("refused", "✗ your answer uses torch.distributions' KL"),
+                                         ("detached", "✗ gaussian_kl gives the right values, but no gradient reaches mu")])
+def test_a_refusal_and_a_cut_gradient_show_one_short_line(executed, name, start) -> None:
+    cell, status = executed[name]
+    error, text = error_of(cell)
+    assert status == "error" and error["ename"] == "CheckFailed"
+    assert text.startswith(start) and len(text.splitlines()) == 1, text
+    assert "Traceback" not in text and "_guard" not in text and "_judge" not in text
 
 
 def test_a_crash_in_the_learners_code_keeps_the_learners_frame(executed) -> None:

@@ -71,7 +71,8 @@ def check_conv_output_size(fn: Callable[[int, int, int, int], int]) -> None:
         i = next(j for j, (a, b) in enumerate(zip(got, expected)) if a != b)
         size, k, s, p = _CONV_CASES[i]
         raise CheckFailed(f"conv_output_size(size={size}, kernel_size={k}, stride={s}, padding={p}) returned {got[i]}, "
-                          f"but nn.Conv2d gives {expected[i]}. Use (size + 2*padding - kernel_size) // stride + 1")
+                          f"but nn.Conv2d gives {expected[i]}. Count the positions at which the kernel fits inside the "
+                          "padded image when it moves by the stride")
     ok(f"conv_output_size agrees with nn.Conv2d on {len(_CONV_CASES)} layer settings")
 
 
@@ -211,7 +212,9 @@ def check_receptive_field(fn: Callable[[list[int], list[int]], int]) -> None:
             (sum(kernel_sizes), "the fields overlap: add (k - 1) per layer (weighted by the earlier strides), plus 1"),
             (math.prod(kernel_sizes), "the field grows by adding, not multiplying, the kernel sizes"),
         ]
-        hint = next((h for value, h in mistakes if value == out), "r = 1 + Σ_i (k_i - 1) Π_{j<i} s_j")
+        hint = next((h for value, h in mistakes if value == out),
+                    "follow one output back through the layers: how many input pixels does one step of each "
+                    "layer's kernel span, given the strides of the layers before it?")
         raise CheckFailed(f"receptive_field({list(kernel_sizes)}, {list(strides)}) returned {out}, but one output of "
                           f"these convolutions depends on {expected} input pixels. Likely mistake: {hint}")
     ok(f"receptive_field agrees with autograd on {len(_FIELD_CASES)} stacks of convolutions")
