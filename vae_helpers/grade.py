@@ -19,11 +19,12 @@ from typing import Any
 
 import nbformat
 
+from . import shipped
 from .assignment import (CODE_STUB, Exercise, _num, exercise_table, exercises, grade_ids, is_check_cell,  # noqa: F401
                          is_manual_cell, make_student, nbgrader_meta, points_table_call, student_version)
 from .runner import describe_error
 
-NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOK_DIR = shipped.notebook_dir()
 MAX_RESTARTS = 2  # cells that hang or kill the kernel are replaced by a failing stub at most this often
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
