@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                                      epilog="Routes:\n" + describe_routes(), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("route", choices=[*ROUTES, "which"], help="what to open (see below)")
     parser.add_argument("--work-dir", type=Path, default=WORK_DIR, help=f"the learner's folder (default: {WORK_DIR})")
-    parser.add_argument("--prepare-only", action="store_true", help="write the notebooks but do not start JupyterLab")
+    parser.add_argument("--prepare-only", action="store_true", help="write the notebooks and settings but do not start JupyterLab")
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
@@ -159,11 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:
         print(f"note: cannot write the widget-state setting into {sys.prefix} ({err.strerror or err}); explorers "
               "will not show their last picture after a reopen", file=sys.stderr)
+    cmd, env = lab_command(args.route, extra, args.work_dir)  # also writes the learners' configuration when installed
     if args.prepare_only:
+        print("Prepared; JupyterLab not started (--prepare-only).")
         return 0
-    cmd, env = lab_command(args.route, extra, args.work_dir)
     if shutil.which("jupyter", path=str(Path(sys.executable).parent)) is None:
-        print("error: JupyterLab is not installed in this environment (pip install -r requirements.txt)", file=sys.stderr)
+        print("error: JupyterLab is not installed in this environment (pip install -r requirements.txt, or "
+              "pip install 'vae-notebooks[lab]')", file=sys.stderr)
         return 2
     return subprocess.call(cmd, env=env)
 
