@@ -90,3 +90,13 @@ def test_shipped_files_are_the_clones_folders_in_a_clone() -> None:
     assert lab.shipped.in_clone()
     assert lab.NOTEBOOK_DIR == lab.shipped.CLONE_DIR / "notebooks" == grade.NOTEBOOK_DIR
     assert lab.OVERRIDES.is_file() and (lab.STUDENT_CONFIG / "jupyter_server_config.json").is_file()
+
+
+def test_fast_flag_and_chosen_notebooks(tmp_path: Path, capsys) -> None:
+    _, env = lab.lab_command("student", [], tmp_path, fast=True)
+    assert env["VAE_FAST"] == "1"
+    assert lab.main(["student", "--prepare-only", "--work-dir", str(tmp_path), "--notebooks",
+                     f"{FIXTURE.parent}/fixture_ex*.ipynb"]) == 0
+    assert [p.name for p in tmp_path.glob("*.ipynb")] == [FIXTURE.name]
+    with pytest.raises(SystemExit):
+        lab.main(["student", "--prepare-only", "--work-dir", str(tmp_path), "--notebooks", str(tmp_path / "none-*.ipynb")])

@@ -4,7 +4,8 @@
 ``python -m vae_helpers.lab solutions``  the same, plus the instructor versions in ``work/solutions/``;
 ``python -m vae_helpers.lab teacher``    the instructor versions in ``notebooks/`` with nbgrader's instructor tools
                                          (an installed package opens copies of them in ``work/instructor/``);
-``python -m vae_helpers.lab which``      what each of the three opens. Arguments after ``--`` go to ``jupyter lab``.
+``python -m vae_helpers.lab which``      what each of the three opens. Arguments after ``--`` go to ``jupyter lab``;
+``--fast`` runs the kernels in fast mode, ``--notebooks`` picks notebooks, ``--prepare-only`` starts no JupyterLab.
 
 The learners' JupyterLab runs with the configuration in ``lab/student/`` (nbgrader's Create Assignment,
 Formgrader and course tools switched off); every route saves widget state into the notebook
@@ -26,6 +27,7 @@ from pathlib import Path
 
 from . import shipped
 from ._io import atomic_write
+from .runner import expand_notebooks
 
 NOTEBOOK_DIR = shipped.notebook_dir()
 WORK_DIR = shipped.work_dir()
@@ -112,11 +114,15 @@ def teacher_root(work_dir: Path = WORK_DIR) -> Path:
     return NOTEBOOK_DIR if shipped.in_clone() else work_dir / "instructor"
 
 
-def lab_command(route: str, extra: list[str], work_dir: Path = WORK_DIR) -> tuple[list[str], dict[str, str]]:
-    """The ``jupyter lab`` command line and environment for ``route`` (student, solutions or teacher)."""
+def lab_command(route: str, extra: list[str], work_dir: Path = WORK_DIR,
+                fast: bool = False) -> tuple[list[str], dict[str, str]]:
+    """The ``jupyter lab`` command line and environment for ``route`` (student, solutions or teacher); with
+    ``fast`` its kernels run the notebooks in fast mode."""
     if route not in ROUTES or route == "which":
         raise ValueError(f"route must be one of {sorted(ROUTES)}, got {route!r}")
     env = dict(os.environ)
+    if fast:
+        env["VAE_FAST"] = "1"
     root = teacher_root(work_dir) if route == "teacher" else work_dir
     if route != "teacher":
         from jupyter_core.paths import jupyter_config_dir
@@ -139,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
                                      epilog="Routes:\n" + describe_routes(), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("route", choices=[*ROUTES, "which"], help="what to open (see below)")
     parser.add_argument("--work-dir", type=Path, default=WORK_DIR, help=f"the learner's folder (default: {WORK_DIR})")
+    parser.add_argument("--notebooks", nargs="+", metavar="NOTEBOOK",
+                        help="which instructor notebooks (files, folders or glob patterns; default: all of the series)")
+    parser.add_argument("--fast", action="store_true", help="kernels run the notebooks in fast mode (as VAE_FAST=1)")
     parser.add_argument("--prepare-only", action="store_true", help="write the notebooks and settings but do not start JupyterLab")
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
@@ -146,20 +155,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.route == "which":
         print(describe_routes())
         return 0
+    sources = None
+    if args.notebooks:
+        sources = expand_notebooks(args.notebooks)
+        missing = [str(p) for p in sources if not p.is_file() or p.suffix != ".ipynb"]
+        if missing or not sources:
+            parser.error(f"--notebooks: not notebook files: {missing or args.notebooks}")
     print(f"Opening the {args.route} route: {ROUTES[args.route]}.")
     if args.route in ("student", "solutions"):
-        print("\n".join(prepare_student(args.work_dir)))
+        print("\n".join(prepare_student(args.work_dir, sources)))
     if args.route == "solutions":
-        print("\n".join(prepare_solutions(args.work_dir)))
+        print("\n".join(prepare_solutions(args.work_dir, sources)))
         print("The solutions are in work/solutions/: try each exercise first; the checks tell you what to fix.")
     if args.route == "teacher" and not shipped.in_clone():
-        print("\n".join(prepare_solutions(args.work_dir, folder="instructor")))
+        print("\n".join(prepare_solutions(args.work_dir, sources, folder="instructor")))
     try:
         install_overrides()
     except OSError as err:
         print(f"note: cannot write the widget-state setting into {sys.prefix} ({err.strerror or err}); explorers "
               "will not show their last picture after a reopen", file=sys.stderr)
-    cmd, env = lab_command(args.route, extra, args.work_dir)  # also writes the learners' configuration when installed
+    cmd, env = lab_command(args.route, extra, args.work_dir, fast=args.fast)  # also writes the learners' configuration when installed
     if args.prepare_only:
         print("Prepared; JupyterLab not started (--prepare-only).")
         return 0
