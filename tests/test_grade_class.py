@@ -10,7 +10,7 @@ import nbformat
 import pytest
 from test_grade_isolation import KEY_CELLS, RIGHT_CONV, key, meta, submission  # noqa: F401 - key is a fixture
 
-from vae_helpers import grade, gradebook, integrity, sandbox
+from vae_helpers import grade, gradebook, integrity
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE = REPO / "tests" / "fixtures" / "fixture_exercises.ipynb"
@@ -32,7 +32,7 @@ def optional_key(tmp_path: Path) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(sandbox.isolation_problem() is not None, reason=f"no sandbox: {sandbox.isolation_problem()}")
+@pytest.mark.sandbox
 def test_a_class_gives_a_gradebook_and_feedback_pages(optional_key: Path, tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     klass = tmp_path / "class"

@@ -72,3 +72,31 @@ def test_which_names_every_route(capsys) -> None:
     assert lab.main(["which"]) == 0
     out = capsys.readouterr().out
     assert all(f"vae_helpers.lab {route}" in out for route in ("student", "solutions", "teacher"))
+
+
+def test_from_an_installed_package_the_lab_writes_only_into_the_work_folder(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(lab.shipped, "in_clone", lambda: False)
+    work = tmp_path / "work"
+    cmd, env = lab.lab_command("student", [], work)
+    config = Path(env["JUPYTER_CONFIG_DIR"])
+    assert config == work / ".jupyter-student" and config != lab.STUDENT_CONFIG
+    assert (config / "labconfig" / "page_config.json").read_bytes() == (lab.STUDENT_CONFIG / "labconfig" / "page_config.json").read_bytes()
+    cmd, _ = lab.lab_command("teacher", [], work)
+    assert f"--ServerApp.root_dir={work / 'instructor'}" in cmd
+    assert lab.prepare_solutions(work, [FIXTURE], folder="instructor") == [f"copied {work / 'instructor' / FIXTURE.name}"]
+
+
+def test_shipped_files_are_the_clones_folders_in_a_clone() -> None:
+    assert lab.shipped.in_clone()
+    assert lab.NOTEBOOK_DIR == lab.shipped.CLONE_DIR / "notebooks" == grade.NOTEBOOK_DIR
+    assert lab.OVERRIDES.is_file() and (lab.STUDENT_CONFIG / "jupyter_server_config.json").is_file()
+
+
+def test_fast_flag_and_chosen_notebooks(tmp_path: Path, capsys) -> None:
+    _, env = lab.lab_command("student", [], tmp_path, fast=True)
+    assert env["VAE_FAST"] == "1"
+    assert lab.main(["student", "--prepare-only", "--work-dir", str(tmp_path), "--notebooks",
+                     f"{FIXTURE.parent}/fixture_ex*.ipynb"]) == 0
+    assert [p.name for p in tmp_path.glob("*.ipynb")] == [FIXTURE.name]
+    with pytest.raises(SystemExit):
+        lab.main(["student", "--prepare-only", "--work-dir", str(tmp_path), "--notebooks", str(tmp_path / "none-*.ipynb")])

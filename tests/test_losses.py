@@ -269,3 +269,22 @@ def test_a_vae_trained_on_0_255_images_says_what_to_do():
 def test_elbo_refuses_a_beta_that_is_not_a_finite_number(beta, err):
     with pytest.raises(err, match="beta must be"):
         losses.elbo(torch.zeros(3), torch.zeros(3), beta=beta)
+
+
+def test_iwae_bound_moves_each_chunk_to_the_models_device():
+    class OnMeta(torch.nn.Module):
+        """Parameters on the 'meta' device, standing in for a GPU; log-weights come back on the CPU."""
+
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.empty(1, device="meta"))
+            self.seen = []
+
+        def log_importance_weights(self, x, k):
+            self.seen.append(x.device.type)
+            return torch.zeros(k, x.shape[0])  # (k, b)
+
+    model = OnMeta()
+    bound = losses.iwae_bound(model, torch.rand(7, 784), k=4, batch_size=3)
+    assert model.seen == ["meta"] * 3
+    assert bound.device.type == "cpu" and bound.shape == (7,) and torch.allclose(bound, torch.zeros(7))

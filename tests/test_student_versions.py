@@ -2,7 +2,9 @@
 exactly in their exercise cells, so the rest of each notebook runs on the reference implementation.
 
 Each notebook's student version is executed once (fast mode), through ``vae_helpers.grade`` so the
-same run also shows that the untouched student version scores zero.
+same run also shows that the untouched student version scores zero. Where bubblewrap cannot run, the
+grader runs them without its sandbox: these tests are about the notebooks, the sandbox has its own
+(tests/test_grade_isolation.py).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import nbformat
 import pytest
 from IPython.core.inputtransformer2 import TransformerManager
 
-from vae_helpers import grade
+from vae_helpers import grade, sandbox
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE = REPO / "tests" / "fixtures" / "fixture_exercises.ipynb"
@@ -64,7 +66,8 @@ def graded_student(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
     path = request.param
     dest = tmp_path_factory.mktemp("student") / path.name
     nbformat.write(grade.student_version(read(path)), dest)
-    return path, grade.grade_submission(dest, source=path)
+    limits = grade.Limits(isolate=sandbox.isolation_problem() is None)
+    return path, grade.grade_submission(dest, source=path, limits=limits)
 
 
 @pytest.mark.slow

@@ -403,3 +403,64 @@ def test_fit_seed_alone_does_not_repeat_a_run_and_the_docstring_says_so():
     assert run(4) == run(4), "seed_everything before building the model makes two runs equal"
     doc = " ".join(train.fit.__doc__.replace("``", "").split())
     assert "seed_everything(seed) before building the model" in doc and "only the order of the batches" in doc
+
+
+# ----------------------------------------------------------------------------- devices (faked: the tests run on a CPU)
+
+
+class NoFloat64(torch.Tensor):
+    """A CPU tensor that refuses float64 as an MPS tensor does; ``.cpu()`` gives a plain tensor."""
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if func is torch.Tensor.cpu:
+            with torch._C.DisableTorchFunctionSubclass():
+                return func(*args, **(kwargs or {})).as_subclass(torch.Tensor)
+        out = super().__torch_function__(func, types, args, kwargs or {})
+        if isinstance(out, torch.Tensor) and out.dtype == torch.float64:
+            raise TypeError("Cannot convert a MPS Tensor to float64 dtype as the MPS framework doesn't support float64")
+        return out
+
+
+def test_the_fake_device_refuses_float64():
+    with pytest.raises(TypeError, match="float64"):
+        torch.ones(3).as_subclass(NoFloat64).double()
+    assert type(torch.ones(3).as_subclass(NoFloat64).cpu().double()) is torch.Tensor
+
+
+def test_no_float64_on_the_training_device():
+    records = torch.tensor([[1.0, 2.0], [3.0, 4.0]]).as_subclass(NoFloat64)
+    assert train._epoch_means(records, [3, 1]) == pytest.approx([1.5, 2.5])
+    model = nn.Linear(3, 1)
+    on_device = lambda m, b: {k: v.as_subclass(NoFloat64) for k, v in mse_terms(m, b).items()}  # noqa: E731
+    assert train.evaluate(model, on_device, regression_problem(n=50), batch_size=20) == \
+        pytest.approx(train.evaluate(model, mse_terms, regression_problem(n=50), batch_size=20))
+
+
+def test_without_a_device_fit_trains_on_the_default_one_and_puts_the_model_back(monkeypatch):
+    model = nn.Linear(3, 1)
+    assert train._training_device(model, None) == (train.default_device(), torch.device("cpu"))
+    assert train._training_device(model, "cpu") == (torch.device("cpu"), None)  # explicit: the model stays there
+    monkeypatch.setattr(train, "default_device", lambda: torch.device("cpu"))
+    monkeypatch.setattr(train, "_model_device", lambda m: torch.device("meta"))  # as if it came from another device
+    history = train.fit(model, mse_terms, regression_problem(), num_epochs=2, progress=False)
+    assert len(history) == 2 and model.weight.device.type == "meta"
+    model = nn.Linear(3, 1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def stops(m, b):
+        if stops.calls == 3:
+            raise KeyboardInterrupt
+        stops.calls += 1
+        return mse_terms(m, b)
+
+    stops.calls = 0
+    with pytest.raises(KeyboardInterrupt):
+        train.fit(model, stops, regression_problem(), optimizer=optimizer, progress=False)
+    assert model.weight.device.type == "meta", "the model goes back also when training stops early"
+
+
+def test_with_an_explicit_device_fit_leaves_the_model_there():
+    model = nn.Linear(3, 1)
+    train.fit(model, mse_terms, regression_problem(), num_epochs=1, device="cpu", progress=False)
+    assert model.weight.device.type == "cpu"

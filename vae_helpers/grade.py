@@ -3,6 +3,8 @@
 ``python -m vae_helpers.grade SUBMISSION.ipynb [...] [--gradebook grades.csv] [--feedback DIR] [--jobs N] [--json]``
 ``python -m vae_helpers.grade --make-student notebooks/*.ipynb --out build/student``
 ``python -m vae_helpers.grade --exercise-table notebooks/*.ipynb`` (the table in docs/teaching.md)
+
+Notebooks may be files, folders or glob patterns (expanded here when the shell did not).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import re
 import sys
 import time
@@ -19,11 +22,13 @@ from typing import Any
 
 import nbformat
 
+from . import shipped
 from .assignment import (CODE_STUB, Exercise, _num, exercise_table, exercises, grade_ids, is_check_cell,  # noqa: F401
                          is_manual_cell, make_student, nbgrader_meta, points_table_call, student_version)
-from .runner import describe_error
+from .config import is_fast
+from .runner import describe_error, expand_notebooks
 
-NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOK_DIR = shipped.notebook_dir()
 MAX_RESTARTS = 2  # cells that hang or kill the kernel are replaced by a failing stub at most this often
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -426,7 +431,8 @@ def main(argv: list[str] | None = None) -> int:
     from .sandbox import INSTALL_HINT, isolation_problem
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("notebooks", nargs="+", type=Path, help="submissions to grade (or instructor notebooks)")
+    parser.add_argument("notebooks", nargs="+", help="submissions to grade (or instructor notebooks): files, folders "
+                        "(every notebook in them and, when grading, in their subfolders) or glob patterns")
     parser.add_argument("--make-student", action="store_true", help="write student versions into --out instead")
     parser.add_argument("--exercise-table", action="store_true", help="print the markdown table of exercises instead")
     parser.add_argument("--out", type=Path, default=Path("build/student"), help="where --make-student writes")
@@ -436,7 +442,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, help="seconds allowed per submission in all (default 1200 fast, 7200 full)")
     parser.add_argument("--memory", type=float, default=6, help="GiB of address space per kernel (default 6)")
     parser.add_argument("--max-output", type=int, default=2_000_000, help="bytes of output kept per cell (figures count)")
-    parser.add_argument("--full", action="store_true", help="run in full mode (default: fast mode, VAE_FAST=1)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--full", action="store_true", help="run in full mode (default: fast mode unless VAE_FAST=0)")
+    mode.add_argument("--fast", action="store_true", help="run in fast mode (the default)")
     parser.add_argument("--json", action="store_true", help="print a JSON list of reports instead of tables")
     parser.add_argument("--gradebook", type=Path, help="write a CSV gradebook, one row per submission")
     parser.add_argument("--feedback", type=Path, help="write one HTML feedback page per submission into this folder")
@@ -445,6 +453,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="run submissions without a sandbox, with your own rights (only where bubblewrap cannot run)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    args.notebooks = expand_notebooks(args.notebooks, recursive=not (args.make_student or args.exercise_table))
+    if not args.notebooks:
+        parser.error("no notebooks found")
     if args.make_student or args.exercise_table:
         missing = [str(p) for p in args.notebooks if not p.is_file()]
         if missing:
@@ -464,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot isolate the submissions: {problem}.\nSubmissions run student code: install "
               f"bubblewrap ({INSTALL_HINT}) or, only on a throw-away machine, pass --no-isolation.", file=sys.stderr)
         return 2
-    fast = not args.full
+    fast = args.fast or (not args.full and (is_fast() if os.environ.get("VAE_FAST", "").strip() else True))
     limits = Limits(cell_timeout=args.timeout or (300 if fast else 1800), budget_s=args.budget or (1200 if fast else 7200),
                     memory_bytes=int(args.memory * (1 << 30)), output_bytes=args.max_output, isolate=not args.no_isolation,
                     threads=max(1, default_jobs() // min(args.jobs, len(args.notebooks))))

@@ -155,6 +155,7 @@ def iwae_bound(model: LatentModel, x: torch.Tensor, k: int = 100, batch_size: in
     the bound rises towards log p(x) as k grows. Computed in chunks of ``batch_size`` inputs
     (default: about 20 000 samples per chunk, which bounds the memory) with a log-sum-exp over the k samples.
     ``progress`` shows a bar over the inputs (for evaluations that take more than a few seconds).
+    Each chunk goes to the device of the model's parameters; the bound comes back on ``x``'s device.
     """
     _tensors(x=x)
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
@@ -167,10 +168,12 @@ def iwae_bound(model: LatentModel, x: torch.Tensor, k: int = 100, batch_size: in
     if hasattr(model, "eval"):
         model.eval()
     out = []
+    params = getattr(model, "parameters", None)
+    device = next(iter(params()), x).device if callable(params) else x.device
     bar = progress_bar(x.shape[0], f"IWAE bound, k = {k}", progress, unit="input")
     for start in range(0, x.shape[0], batch_size):
-        log_w = model.log_importance_weights(x[start : start + batch_size], k)  # (k, b)
-        out.append(torch.logsumexp(log_w, dim=0) - math.log(k))
+        log_w = model.log_importance_weights(x[start : start + batch_size].to(device), k)  # (k, b)
+        out.append((torch.logsumexp(log_w, dim=0) - math.log(k)).to(x.device))
         bar.update(log_w.shape[1])
     bar.close()
     if was_training:

@@ -1,12 +1,15 @@
 """Execute notebooks top to bottom into executed copies and summarise them (``make run``).
 
-``python -m vae_helpers.runner notebooks/*.ipynb --out build/notebooks [--fast]`` prints a table:
-notebook, seconds, and the headline metric each notebook reports with ``config.headline``.
+``python -m vae_helpers.runner notebooks --out build/notebooks [--fast]`` prints a table:
+notebook, seconds, and the headline metric each notebook reports with ``config.headline``. Notebooks
+are given as files, folders (their ``*.ipynb``) or glob patterns, expanded here when the shell did not
+(``"notebooks/*.ipynb"`` in Windows' cmd or PowerShell). Fast mode is ``--fast`` or ``VAE_FAST=1``.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import sys
 import time
@@ -17,7 +20,7 @@ from pathlib import Path
 import nbformat
 
 from ._io import atomic_write
-from .config import HEADLINE_PREFIX
+from .config import HEADLINE_PREFIX, is_fast
 
 
 @dataclass
@@ -28,6 +31,22 @@ class RunResult:
     seconds: float
     headline: str
     error: str | None = None
+
+
+def expand_notebooks(items: list[Path | str], recursive: bool = False) -> list[Path]:
+    """Files as given, folders as their ``*.ipynb`` (also in subfolders if ``recursive``; hidden folders such as
+    ``.ipynb_checkpoints`` left out), glob patterns as their sorted matches; a pattern that matches nothing is
+    kept as it is, so the caller reports it as missing."""
+    paths: list[Path] = []
+    for item in map(str, items):
+        matches = sorted(glob.glob(item, recursive=True)) if any(c in item for c in "*?[") else [item]
+        for match in map(Path, matches or [item]):
+            if match.is_dir():
+                found = match.rglob("*.ipynb") if recursive else match.glob("*.ipynb")
+                paths += sorted(p for p in found if not any(part.startswith(".") for part in p.relative_to(match).parts))
+            else:
+                paths.append(match)
+    return paths
 
 
 def execute_notebook(nb: nbformat.NotebookNode, cwd: str | Path, timeout: int = 1800, allow_errors: bool = False,
@@ -163,20 +182,21 @@ def summary_table(results: list[RunResult]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("notebooks", nargs="+", type=Path, help="notebooks to execute, in order")
+    parser.add_argument("notebooks", nargs="+", help="notebooks to execute, in order: files, folders or glob patterns")
     parser.add_argument("--out", type=Path, default=Path("build/notebooks"), help="where the executed copies go")
-    parser.add_argument("--fast", action="store_true", help="fast mode (VAE_FAST=1), as nbval runs them")
+    parser.add_argument("--fast", action="store_true", help="fast mode, as nbval runs them (default: VAE_FAST, else full)")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds allowed per cell")
     args = parser.parse_args(argv)
+    args.notebooks = expand_notebooks(args.notebooks)
     missing = [str(p) for p in args.notebooks if not p.is_file() or p.suffix != ".ipynb"]
-    if missing:
-        print(f"error: not notebook files: {missing}", file=sys.stderr)
+    if missing or not args.notebooks:
+        print(f"error: not notebook files: {missing or 'no notebooks found'}", file=sys.stderr)
         return 2
     if args.out.exists() and not args.out.is_dir():
         print(f"error: --out {args.out} is a file; expected a folder for the executed copies "
               "(it is created when missing). Nothing was run.", file=sys.stderr)
         return 2
-    results = run_notebooks(args.notebooks, args.out, fast=args.fast, timeout=args.timeout)
+    results = run_notebooks(args.notebooks, args.out, fast=args.fast or is_fast(), timeout=args.timeout)
     print()
     print(summary_table(results))
     print(f"\nExecuted copies are in {args.out}/ (total {sum(r.seconds for r in results):.0f} s).")

@@ -112,6 +112,33 @@ def _resolve_device(device: str | torch.device | None) -> torch.device:
     return torch.device(device)
 
 
+def _model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (CPU for a model without either)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _training_device(model: nn.Module, device: str | torch.device | None) -> tuple[torch.device, torch.device | None]:
+    """Where ``fit`` trains and where it leaves the model: with ``device=None`` it trains on ``default_device()``
+    and puts the model back where it was (so later cells call it with the tensors they have); with an explicit
+    ``device`` it leaves the model there (the caller moves its tensors, as notebook 03 does)."""
+    if device is None:
+        return default_device(), _model_device(model)
+    return _resolve_device(device), None
+
+
+def _move_model(model: nn.Module, optimizer: torch.optim.Optimizer | None, device: torch.device) -> None:
+    """Move the model and the optimizer's per-parameter state (Adam's moments) to ``device``."""
+    model.to(device)
+    if optimizer is None:
+        return
+    for param, state in optimizer.state.items():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor) and value.device != param.device:
+                state[key] = value.to(param.device)
+
+
 def _check_data(name: str, x: Any) -> None:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of examples (N, ...), got {type(x).__name__}")
@@ -139,8 +166,8 @@ def evaluate(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, batch_size: int
         xb = x[start : start + batch_size].to(device)
         terms = loss_fn(model, xb)
         _check_terms(terms)
-        for key, value in terms.items():
-            sums[key] = sums.get(key, 0.0) + value.detach().double() * xb.shape[0]
+        for key, value in terms.items():  # float64 sums on the CPU (MPS has no float64)
+            sums[key] = sums.get(key, 0.0) + value.detach().cpu().double() * xb.shape[0]
     model.train(was_training)
     return {key: float(total) / x.shape[0] for key, total in sums.items()}
 
@@ -180,6 +207,10 @@ def fit(
     torch's global generator, so for two equal runs call ``seed_everything(seed)`` before building the
     model, and pass ``seed`` too.
 
+    ``device=None`` trains on ``default_device()`` (CUDA, then MPS, then CPU) and, when training ends, puts the
+    model back on the device it was on, so later code calls it with the tensors it has; an explicit ``device``
+    leaves the model there.
+
     A non-finite loss stops training with ``FloatingPointError``; the model and the optimizer are then
     put back to the last state known to give a finite loss (snapshots are taken at the loop's existing
     sync points, spaced so that copying costs about 1 % of the time, with no extra wait for the device).
@@ -202,7 +233,7 @@ def fit(
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise TypeError(f"seed must be an int or None, got {seed!r}")
 
-    device = _resolve_device(device)
+    device, home = _training_device(model, device)
     model.to(device)
     train_x = train_x.to(device)
     generator = torch.Generator(device="cpu")
@@ -299,14 +330,18 @@ def fit(
                 break
     finally:  # also when training stops early: leave the thread count where the tuner settled
         tuner.close()
+        if home is not None and home != device:
+            _move_model(model, optimizer, home)
     model.eval()
     return history
 
 
 def _epoch_means(records: torch.Tensor, sizes: list[int]) -> list[float]:
-    """Means weighted by batch size of the recorded terms ``(batches, terms)`` -> one float per term."""
-    weights = torch.tensor(sizes, dtype=torch.float64, device=records.device)  # (batches,)
-    return (weights @ records.double() / sum(sizes)).tolist()
+    """Means weighted by batch size of the recorded terms ``(batches, terms)`` -> one float per term.
+
+    Summed in float64 on the CPU (one copy per epoch; MPS has no float64)."""
+    weights = torch.tensor(sizes, dtype=torch.float64)  # (batches,)
+    return (weights @ records.cpu().double() / sum(sizes)).tolist()
 
 
 def _default_adam(model: nn.Module, lr: float) -> torch.optim.Optimizer:

@@ -40,9 +40,9 @@ _ENV_DROPPED = ("JUPYTER_PATH", "JUPYTER_CONFIG_PATH", "JUPYTER_CONFIG_DIR", "JU
 
 
 def chromium_path() -> str | None:
-    """Debian's chromium binary (``$VAE_CHROMIUM`` overrides), or None when there is none."""
-    candidate = os.environ.get("VAE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-    return candidate if os.path.isfile(candidate) and os.access(candidate, os.X_OK) else None
+    """Debian's chromium binary on ``PATH`` (``$VAE_CHROMIUM`` overrides), or None when there is none."""
+    candidate = os.environ.get("VAE_CHROMIUM") or shutil.which("chromium")
+    return candidate if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK) else None
 
 
 def why_not() -> str | None:
