@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
                        "notebooks": ["--modes", "fast"],
                        "threads": ["--limit", "2560", "--epochs", "2", "--reps", "1", "--busy", "0,1", "--notebook", "none"],
                        "grading": ["--submissions", "2", "--jobs", "1", "--notebooks", "notebooks/01_autoencoder.ipynb"],
-                       "checks": ["notebooks/01_autoencoder.ipynb"]}
+                       "checks": ["--busy", "0", "notebooks/01_autoencoder.ipynb"]}
     else:
         script_args = {"throughput": ["--reps", "5", "--ablation", "--profile", "--thread-study"],
                        "quality": ["--minutes", f"{args.minutes:g}"]

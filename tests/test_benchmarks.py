@@ -166,3 +166,20 @@ def test_run_all_reports_every_quality_budget(results, tmp_path):
     assert "VAE test NLL 88.00 <= 89.0 nats (5 min) | see quality table | met" in text
     assert "VAE test NLL 86.50 <= 87.0 nats (60 min) | see quality table | met" in text
     assert "against `fit`\n\nNot measured." in text, "a benchmark without results says so"
+
+
+def test_check_cell_timings_read_the_graded_cells(tmp_path):
+    notebook = nbformat.v4.new_notebook()
+    solution = nbformat.v4.new_code_cell("def kl(mu, lv):\n    return -0.5 * (1 + lv - mu**2 - lv.exp()).sum(-1)")
+    solution.metadata["nbgrader"] = {"solution": True, "grade": False, "grade_id": "tiny-kl"}
+    check = nbformat.v4.new_code_cell("from vae_helpers import checks\nchecks.check_gaussian_kl(kl)")
+    check.metadata["nbgrader"] = {"solution": False, "grade": True, "grade_id": "tiny-kl-check", "points": 1}
+    notebook.cells = [nbformat.v4.new_code_cell("import torch"), solution, check]
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "99_tiny.ipynb"
+    nbformat.write(notebook, path)
+    run("checks", str(path), "--busy", "0", "--out", str(tmp_path))
+    data, md = load(tmp_path, "checks")
+    (only,) = data["runs"]
+    assert list(only["check_cells"]) == ["tiny-kl-check"] and 0 < only["check_cells"]["tiny-kl-check"] < 60
+    assert data["targets"][0][2] == "met" and "tiny-kl-check" in md
