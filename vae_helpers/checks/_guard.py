@@ -74,6 +74,56 @@ def resolve(path: str) -> Any:
     raise ImportError(path)
 
 
+def _watched() -> list[Any]:
+    """The namespaces a learner's code could patch to fool a checker: torch's functions and Tensor methods, the checkers."""
+    import sys
+
+    import torch.nn.functional as F
+
+    found = [torch, torch.Tensor, F, torch.linalg, torch.special, torch.autograd, torch.random, sys.modules["builtins"]]
+    found += [m for name, m in sorted(sys.modules.items()) if m is not None and (  # modules whose globals never change
+        name.startswith("vae_helpers.checks") or name in ("vae_helpers.losses", "vae_helpers.models", "vae_helpers.flows"))]
+    return found
+
+
+def _torch_wrapper(value: Any) -> bool:
+    """True for a module, or a function written in torch's own files: what torch itself puts in place."""
+    import os
+
+    if isinstance(value, types.ModuleType):
+        return True
+    code = getattr(getattr(value, "__func__", value), "__code__", None)
+    return code is not None and os.path.abspath(code.co_filename).startswith(os.path.dirname(torch.__file__) + os.sep)
+
+
+def _snapshot(spaces: list[Any]) -> list[tuple[Any, dict[str, Any]]]:
+    return [(space, dict(vars(space))) for space in spaces]
+
+
+def _restore_snapshot(snapshot: list[tuple[Any, dict[str, Any]]], allowed: set[tuple[int, str]]) -> bool:
+    """Put back every attribute the learner's code changed, added or removed; True if there was any.
+
+    Modules that appear (a lazy ``import torch.distributions``) are not changes; ``allowed`` are the
+    guard's own tripwires, which the guard itself restores.
+    """
+    changed = False
+    for space, before in snapshot:
+        now = vars(space)
+        for name in set(now) - set(before):
+            if not _torch_wrapper(now[name]):
+                changed = True
+                delattr(space, name)
+        for name, value in before.items():
+            if (id(space), name) in allowed:
+                continue
+            if name not in now or now[name] is not value:
+                if name in now and _torch_wrapper(now[name]):
+                    continue  # torch wraps some functions when it first imports a submodule (manual_seed for dynamo)
+                changed = True
+                setattr(space, name, value)
+    return changed
+
+
 def _owners(target: Any) -> list[tuple[Any, str]]:
     """Places (module or class, attribute name) where the built-in ``target`` is exposed: torch, F, torch.Tensor."""
     import torch.nn.functional as F
@@ -114,6 +164,8 @@ def guarded(refused: Mapping[str, str]) -> Iterator[list[str]]:
             for owner, name in owners:
                 swapped_attr.append((owner, name, owner.__dict__.get(name, _MISSING) if isinstance(owner, type) else getattr(owner, name)))
                 setattr(owner, name, wire)
+        allowed = {(id(owner), name) for owner, name, _ in swapped_attr}
+        snapshot = _snapshot(_watched())
         _ACTIVE.append(guard)
         wires = [(fn, fn.__code__) for fn, _ in swapped_code] + [(owner, name) for owner, name, _ in swapped_attr]
         tripped = _tripped
@@ -123,6 +175,8 @@ def guarded(refused: Mapping[str, str]) -> Iterator[list[str]]:
         intact = (_ACTIVE and _ACTIVE[-1] is guard and globals()["_tripped"] is tripped
                   and all(fn.__code__ is code for fn, code in wires[:len(swapped_code)])
                   and all(getattr(owner, name, None) is installed[(id(owner), name)] for owner, name in wires[len(swapped_code):]))
+        if _restore_snapshot(snapshot, allowed):
+            intact = False
         if not intact:
             messages[TAMPERED] = TAMPERED
             guard["hits"].insert(0, TAMPERED)
