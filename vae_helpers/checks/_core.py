@@ -101,7 +101,8 @@ def call_learner(fn: Callable[..., Any], *args: Any, name: str | None = None, **
     A crash keeps the learner's exception as ``__cause__``, so the short-feedback handler can show
     the frames of the learner's own code.
     """
-    from ._guard import call_with_guard, read_learner_code
+    from ._guard import call_with_guard
+    from ._source import read_learner_code
 
     label = name or getattr(fn, "__name__", "your function")
     if not callable(fn):
