@@ -224,3 +224,25 @@ def test_budgets_time_memory_and_output_are_enforced_and_reported(key: Path, tmp
     results = {e.grade_id: e for e in report.exercises}
     assert report.score == 0 and results["t-answer-check"].status == "not run", grade.format_report(report)
     assert report.seconds < 30 and report.limits["budget_s"] == 12.0
+
+
+# ----------------------------------------------------------------------------- the grader's own output
+
+
+WRITE_TO_GRADER = ("import os, sys\nos.write(1, b'FAKE 15/15 on fd 1\\n')\nos.write(2, b'\\x1b[2J FAKE on fd 2\\n')\n"
+                   "sys.__stdout__.write('FAKE [] on __stdout__\\n'); sys.__stdout__.flush()\n"
+                   "def answer():\n    return 0")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("isolate", [False, True])
+def test_the_kernel_cannot_write_to_the_graders_terminal_or_json(isolate: bool, key: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    sub = submission(key, tmp_path / "subs" / "loud.ipynb", t_answer=WRITE_TO_GRADER)
+    done = subprocess.run([sys.executable, "-m", "vae_helpers.grade", str(sub), "--source", str(key), "--json", "--quiet"]
+                          + ([] if isolate else ["--no-isolation"]), capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert "FAKE" not in done.stdout and "FAKE" not in done.stderr and "\x1b[2J" not in done.stdout + done.stderr
+    reports = json.loads(done.stdout)  # the report is still valid JSON
+    assert reports[0]["exercises"][1]["status"] == "failed"
