@@ -246,3 +246,22 @@ def test_the_kernel_cannot_write_to_the_graders_terminal_or_json(isolate: bool, 
     assert "FAKE" not in done.stdout and "FAKE" not in done.stderr and "\x1b[2J" not in done.stdout + done.stderr
     reports = json.loads(done.stdout)  # the report is still valid JSON
     assert reports[0]["exercises"][1]["status"] == "failed"
+
+
+# ----------------------------------------------------------------------------- what the teacher and student read
+
+
+LONG_WRONG = "def conv_output_size(size, kernel, stride, padding):\n    return size + 7  # no known mistake: the long generic hint"
+CRASHING = ("def conv_output_size(size, kernel, stride, padding):\n    x = 1\n    y = 2\n    z = 3\n"
+            "    return [][size]  # the learner's own bug, on line 5 of this cell")
+
+
+@pytest.mark.slow
+def test_feedback_keeps_the_whole_hint_and_blames_the_learners_crash_on_the_learner(key: Path, tmp_path: Path) -> None:
+    wrong = run(submission(key, tmp_path / "a" / "tiny.ipynb", t_conv=LONG_WRONG), key, isolate=False)
+    (conv, _) = wrong.exercises
+    assert conv.message.endswith("when it moves by the stride") and len(conv.message) > 160, conv.message
+    crash = run(submission(key, tmp_path / "b" / "tiny.ipynb", t_conv=CRASHING), key, isolate=False)
+    (conv, _) = crash.exercises
+    assert conv.status == "failed" and "IndexError" in conv.message
+    assert conv.feedback != "a hidden test failed"  # line 5 of the learner's cell is not the check cell's hidden test

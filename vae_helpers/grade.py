@@ -280,9 +280,9 @@ def run_submission(nb: nbformat.NotebookNode, submitted: str, limits: Limits, fa
     return run, notes, "too many cells hang or kill the kernel; later cells were not run", info
 
 
-def _first_line(text: str) -> str:
+def _first_line(text: str, limit: int = 160) -> str:
     lines = _ANSI.sub("", text).strip().splitlines()
-    return lines[0][:160] if lines else ""
+    return lines[0][:limit] if lines else ""
 
 
 def _hidden_lines(source: str) -> range:
@@ -293,9 +293,13 @@ def _hidden_lines(source: str) -> range:
     return range(0) if begin is None else range(begin + 1, end + 2)
 
 
-def _failed_in_hidden(reply: dict[str, str], source: str) -> bool:
-    """True when the traceback's frame in the check cell itself lies in its hidden tests."""
-    found = re.search(r"(?:Cell In\[\d+\], line |<ipython-input-[^>]*> in <module>[^\n]*\n-+> )(\d+)",
+def _failed_in_hidden(reply: dict[str, str], source: str, count: int | None = None) -> bool:
+    """True when the traceback's frame in the check cell itself (execution ``count``) lies in its hidden tests.
+
+    Frames of other cells (the learner's function crashing inside a checker) do not count, whatever their line.
+    """
+    number = r"\d+" if count is None else str(count)
+    found = re.search(rf"(?:Cell In\[{number}\], line |<ipython-input-{number}-[^>]*> in <module>[^\n]*\n-+> )(\d+)",
                       _ANSI.sub("", reply.get("traceback", "")))
     return bool(found) and int(found.group(1)) in _hidden_lines(source)
 
@@ -343,8 +347,9 @@ def score(executed: nbformat.NotebookNode, src: nbformat.NotebookNode, info: Run
                        else compare(baseline, now, aliases or {}))
             result.tampered = bool(changes)
             if reply["status"] != "ok":
-                result.message = f"{reply['ename'] or 'Error'}: {_first_line(reply['evalue'])}".rstrip(": ")
-                if _failed_in_hidden(reply, cell.source):
+                # the whole first line: a checker's "Likely mistake: ..." comes at its end
+                result.message = f"{reply['ename'] or 'Error'}: {_first_line(reply['evalue'], 2000)}".rstrip(": ")
+                if _failed_in_hidden(reply, cell.source, cell.get("execution_count")):
                     result.feedback = "a hidden test failed"
             elif changes:
                 result.message = "the kernel was tampered with before this check: " + "; ".join(changes)
