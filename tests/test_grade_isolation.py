@@ -265,3 +265,21 @@ def test_feedback_keeps_the_whole_hint_and_blames_the_learners_crash_on_the_lear
     (conv, _) = crash.exercises
     assert conv.status == "failed" and "IndexError" in conv.message
     assert conv.feedback != "a hidden test failed"  # line 5 of the learner's cell is not the check cell's hidden test
+
+
+QUOTE_HIDDEN = ("def answer():\n    raise ValueError(' | '.join(get_ipython().user_ns['In']).replace(chr(10), ' '))"
+                "  # every cell run so far, on one line")
+
+
+@pytest.mark.slow
+def test_no_hidden_test_and_no_probe_finding_reach_the_students_page(key: Path, tmp_path: Path) -> None:
+    from vae_helpers.gradebook import feedback_html
+
+    quoting = run(submission(key, tmp_path / "a" / "tiny.ipynb", t_conv=RIGHT_CONV, t_answer=QUOTE_HIDDEN), key, isolate=False)
+    assert str(SECRET) in quoting.exercises[1].message  # the teacher's gradebook keeps the whole message
+    page = feedback_html(quoting)
+    assert str(SECRET) not in page and "100, 3, 2, 1" not in page and "a hidden test failed" in page
+    silenced = run(submission(key, tmp_path / "b" / "tiny.ipynb", after_t_conv="get_ipython().set_custom_exc((Exception,), "
+                              "lambda *a, **k: None)"), key, isolate=False)
+    page = feedback_html(silenced)
+    assert "custom_exceptions" not in page and "tampered" not in page and "did not count" in page

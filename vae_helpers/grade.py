@@ -323,6 +323,7 @@ def score(executed: nbformat.NotebookNode, src: nbformat.NotebookNode, info: Run
     where = {nbgrader_meta(c).get("grade_id"): i for i, c in enumerate(executed.cells) if nbgrader_meta(c).get("grade_id")}
     src_cells = {nbgrader_meta(c).get("grade_id"): c for c in src.cells}
     baseline = info.probes.get(-1)
+    hidden = _hidden_sources(src)
     results = []
     for ex in exercises(src):
         index = where.get(ex.grade_id)
@@ -357,9 +358,31 @@ def score(executed: nbformat.NotebookNode, src: nbformat.NotebookNode, info: Run
                 result.score, result.status = float(ex.points), "passed"
             if changes and reply["status"] != "ok":
                 result.message += " (and the kernel was tampered with before this check: " + "; ".join(changes) + ")"
-        result.feedback = result.feedback or result.message
+        result.feedback = _for_the_student(result, hidden)
         results.append(result)
     return results
+
+
+def _hidden_sources(src: nbformat.NotebookNode) -> list[str]:
+    """The lines of every hidden test in the instructor version (stripped, long enough to be recognised)."""
+    found = []
+    for cell in src.cells:
+        lines = cell.source.splitlines()
+        for number in _hidden_lines(cell.source):
+            line = lines[number - 1].strip() if number - 1 < len(lines) else ""
+            if len(line) >= 6 and "HIDDEN TESTS" not in line:
+                found.append(line)
+    return found
+
+
+def _for_the_student(result: ExerciseResult, hidden: list[str]) -> str:
+    """What the student's feedback page says: never a hidden test's text, never what the integrity probe saw."""
+    if result.tampered:
+        return "this check did not count: the notebook changed how checks run before it (ask your teacher)"
+    text = result.feedback or result.message
+    if any(line in text for line in hidden):
+        return "a hidden test failed"
+    return text
 
 
 def grade_submission(path: Path, source: Path | None = None, source_dir: Path = NOTEBOOK_DIR,
