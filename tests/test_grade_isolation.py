@@ -283,3 +283,21 @@ def test_no_hidden_test_and_no_probe_finding_reach_the_students_page(key: Path, 
                               "lambda *a, **k: None)"), key, isolate=False)
     page = feedback_html(silenced)
     assert "custom_exceptions" not in page and "tampered" not in page and "did not count" in page
+
+
+FORGE_REPLY = '''import ipykernel.ipkernel as _k
+_real = _k.IPythonKernel.do_execute
+async def _ok(self, *args, **kwargs):
+    reply = await _real(self, *args, **kwargs)
+    reply["status"] = "ok"  # every failed cell now replies ok
+    return reply
+_k.IPythonKernel.do_execute = _ok
+def conv_output_size(size, kernel, stride, padding):
+    raise NotImplementedError()'''
+
+
+@pytest.mark.slow
+def test_a_kernel_class_patched_to_reply_ok_earns_nothing_and_is_flagged(key: Path, tmp_path: Path) -> None:
+    report = run(submission(key, tmp_path / "subs" / "forge.ipynb", t_conv=FORGE_REPLY), key, isolate=False)
+    assert report.score == 0, [(e.grade_id, e.status, e.message) for e in report.exercises]
+    assert all(e.tampered for e in report.exercises if not e.manual)

@@ -347,6 +347,10 @@ def score(executed: nbformat.NotebookNode, src: nbformat.NotebookNode, info: Run
             changes = (["the grader could not inspect the kernel"] if baseline is None or now is None
                        else compare(baseline, now, aliases or {}))
             result.tampered = bool(changes)
+            forged = _forged_success(cell, reply) if reply["status"] == "ok" else ""
+            if forged:
+                result.tampered = True
+                changes = changes + [forged]
             if reply["status"] != "ok":
                 # the whole first line: a checker's "Likely mistake: ..." comes at its end
                 result.message = f"{reply['ename'] or 'Error'}: {_first_line(reply['evalue'], 2000)}".rstrip(": ")
@@ -361,6 +365,20 @@ def score(executed: nbformat.NotebookNode, src: nbformat.NotebookNode, info: Run
         result.feedback = _for_the_student(result, hidden)
         results.append(result)
     return results
+
+
+def _forged_success(cell: nbformat.NotebookNode, reply: dict[str, str]) -> str:
+    """Why a check cell whose kernel replied "ok" did not really pass, or "": the signals must agree.
+
+    A passing check cell shows no error output, and one that calls a checker printed its ✓ line.
+    """
+    outputs = cell.get("outputs", [])
+    if any(o.get("output_type") == "error" for o in outputs):
+        return "the kernel replied ok although the check cell showed an error"
+    printed = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream" and o.get("name") == "stdout")
+    if re.search(r"\bchecks\.check_\w+\(", cell.source) and "✓" not in printed:
+        return "the kernel replied ok although the checker printed no ✓ line"
+    return ""
 
 
 def _hidden_sources(src: nbformat.NotebookNode) -> list[str]:
