@@ -301,3 +301,15 @@ def test_a_kernel_class_patched_to_reply_ok_earns_nothing_and_is_flagged(key: Pa
     report = run(submission(key, tmp_path / "subs" / "forge.ipynb", t_conv=FORGE_REPLY), key, isolate=False)
     assert report.score == 0, [(e.grade_id, e.status, e.message) for e in report.exercises]
     assert all(e.tampered for e in report.exercises if not e.manual)
+
+
+@pytest.mark.slow
+def test_fast_mode_limits_hold_a_slot_for_minutes_at_most(key: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    sub = submission(key, tmp_path / "subs" / "tiny.ipynb", t_conv=RIGHT_CONV)
+    done = subprocess.run([sys.executable, "-m", "vae_helpers.grade", str(sub), "--source", str(key), "--json", "--quiet",
+                           "--no-isolation"], capture_output=True, text=True, timeout=300, cwd=REPO)
+    limits = json.loads(done.stdout)[0]["limits"]
+    assert limits["cell_timeout"] == 60 and limits["budget_s"] == 300  # seconds: fast-mode cells need seconds

@@ -207,6 +207,12 @@ class Limits:
                 raise ValueError(f"Limits.{name} must be a positive number, got {value!r}")
 
 
+def default_timeouts(fast: bool) -> tuple[int, float]:
+    """(seconds per cell, seconds per submission): in fast mode a cell needs seconds, so one student holds a slot
+    for minutes at most; full mode trains for real."""
+    return (60, 300.0) if fast else (1800, 7200.0)
+
+
 @dataclass
 class RunInfo:
     """What the grading client saw: each cell's execute reply, the kernel probes, cells skipped or cut."""
@@ -411,7 +417,7 @@ def grade_submission(path: Path, source: Path | None = None, source_dir: Path = 
     """
     from .integrity import helper_aliases, probe_expression, static_flags
 
-    limits = copy.copy(limits or Limits(cell_timeout=300 if fast else 1800, budget_s=1200 if fast else 7200))
+    limits = copy.copy(limits or Limits(cell_timeout=default_timeouts(fast)[0], budget_s=default_timeouts(fast)[1]))
     limits.cell_timeout = timeout or limits.cell_timeout
     report = Report(str(path), "graded", mode="fast" if fast else "full", limits=asdict(limits))
     try:
@@ -484,8 +490,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("build/student"), help="where --make-student writes")
     parser.add_argument("--source", type=Path, help="the instructor notebook (default: found in --source-dir)")
     parser.add_argument("--source-dir", type=Path, default=NOTEBOOK_DIR, help="where instructor notebooks are")
-    parser.add_argument("--timeout", type=int, help="seconds allowed per cell (default 300 fast, 1800 full)")
-    parser.add_argument("--budget", type=float, help="seconds allowed per submission in all (default 1200 fast, 7200 full)")
+    parser.add_argument("--timeout", type=int, help="seconds allowed per cell (default 60 fast, 1800 full)")
+    parser.add_argument("--budget", type=float, help="seconds allowed per submission in all (default 300 fast, 7200 full)")
     parser.add_argument("--memory", type=float, default=6, help="GiB of address space per kernel (default 6)")
     parser.add_argument("--max-output", type=int, default=2_000_000, help="bytes of output kept per cell (figures count)")
     mode = parser.add_mutually_exclusive_group()
@@ -522,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
               f"bubblewrap ({INSTALL_HINT}) or, only on a throw-away machine, pass --no-isolation.", file=sys.stderr)
         return 2
     fast = args.fast or (not args.full and (is_fast() if os.environ.get("VAE_FAST", "").strip() else True))
-    limits = Limits(cell_timeout=args.timeout or (300 if fast else 1800), budget_s=args.budget or (1200 if fast else 7200),
+    limits = Limits(cell_timeout=args.timeout or default_timeouts(fast)[0], budget_s=args.budget or default_timeouts(fast)[1],
                     memory_bytes=int(args.memory * (1 << 30)), output_bytes=args.max_output, isolate=not args.no_isolation,
                     threads=max(1, default_jobs() // min(args.jobs, len(args.notebooks))))
     reports = grade_class(args.notebooks, min(args.jobs, len(args.notebooks)), progress=not args.quiet and not args.json,
