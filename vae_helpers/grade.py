@@ -56,7 +56,7 @@ class ExerciseResult:
 @dataclass
 class Report:
     """The grading of one submission; status is graded, not_a_notebook, empty, wrong_notebook,
-    unknown_notebook or execution_error."""
+    unknown_notebook, execution_error or grader_error (its grading process died)."""
 
     submission: str
     status: str
@@ -531,8 +531,12 @@ def main(argv: list[str] | None = None) -> int:
     limits = Limits(cell_timeout=args.timeout or default_timeouts(fast)[0], budget_s=args.budget or default_timeouts(fast)[1],
                     memory_bytes=int(args.memory * (1 << 30)), output_bytes=args.max_output, isolate=not args.no_isolation,
                     threads=max(1, default_jobs() // min(args.jobs, len(args.notebooks))))
+    def write_so_far(so_far: list[Report]) -> None:  # the gradebook grows with every result: a crash loses none
+        if args.gradebook:
+            write_gradebook(so_far, args.gradebook)
+
     reports = grade_class(args.notebooks, min(args.jobs, len(args.notebooks)), progress=not args.quiet and not args.json,
-                          source=args.source, source_dir=args.source_dir, fast=fast, limits=limits)
+                          on_result=write_so_far, source=args.source, source_dir=args.source_dir, fast=fast, limits=limits)
     if args.json:
         print(json.dumps([r.to_dict() for r in reports], indent=1, ensure_ascii=False))
     else:
