@@ -490,6 +490,6 @@ def kl_per_dimension_by_beta(kl: ArrayLike, betas: Sequence[float], threshold: f
     ax.set_xlabel("latent dimension, sorted by its KL")
     ax.set_ylabel("mean KL per digit (nats, log scale)")
     ax.set_title(title)
-    ax.legend(frameon=False, fontsize=8, loc="upper right")
+    ax.legend(frameon=False, fontsize=8, loc="lower left")
     ax.grid(alpha=0.3, which="both")
     return ax
