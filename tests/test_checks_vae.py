@@ -137,7 +137,7 @@ NEG_ELBO_WRONG = {
     "returned the ELBO": lambda m, x: -sum(neg_elbo_terms(m, x)).mean(),
     "summed over the batch": lambda m, x: sum(neg_elbo_terms(m, x)).sum(),
     "KL term is missing": lambda m, x: neg_elbo_terms(m, x)[0].mean(),
-    "KL must be added": lambda m, x: (lambda r, kl: (r - kl).mean())(*neg_elbo_terms(m, x)),
+    "KL term has the wrong sign": lambda m, x: (lambda r, kl: (r - kl).mean())(*neg_elbo_terms(m, x)),
     "reconstruction term -log p\\(x\\|z\\) is missing": lambda m, x: neg_elbo_terms(m, x)[1].mean(),
     "reconstruction term has the wrong sign": lambda m, x: (lambda r, kl: (-r + kl).mean())(*neg_elbo_terms(m, x)),
     "one value per example": lambda m, x: sum(neg_elbo_terms(m, x)),
@@ -178,7 +178,7 @@ def iwae_right(model, x, k):
 
 
 IWAE_WRONG = {
-    "-log k is missing": lambda m, x, k: torch.logsumexp(m.log_importance_weights(x, k), 0),
+    "the 1/k is missing": lambda m, x, k: torch.logsumexp(m.log_importance_weights(x, k), 0),
     "averaged the log-weights": lambda m, x, k: m.log_importance_weights(x, k).mean(0),
     "wrong sign": lambda m, x, k: -iwae_right(m, x, k),
     "largest log-weight \\(max\\);": lambda m, x, k: m.log_importance_weights(x, k).max(0).values,

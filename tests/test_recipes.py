@@ -59,3 +59,8 @@ def test_evaluation_set_is_fixed_binary_and_sized():
     model = recipes.build_vae(recipes.VAE_20D.with_(latent_dim=2, hidden_dim=8, depth=1))
     nll = recipes.test_nll(model, first, k=3, progress=False)
     assert isinstance(nll, float) and nll > 0
+
+
+def test_a_shorter_evaluation_set_is_the_start_of_a_longer_one():
+    x = torch.rand(40, 784)
+    assert torch.equal(recipes.evaluation_set(x, size=15), recipes.evaluation_set(x, size=40)[:15])
