@@ -64,3 +64,19 @@ def test_evaluation_set_is_fixed_binary_and_sized():
 def test_a_shorter_evaluation_set_is_the_start_of_a_longer_one():
     x = torch.rand(40, 784)
     assert torch.equal(recipes.evaluation_set(x, size=15), recipes.evaluation_set(x, size=40)[:15])
+
+
+def test_train_vae_builds_a_variant_after_seeding():
+    small = recipes.VAE_20D.with_(latent_dim=2, hidden_dim=8, depth=1, batch_size=16)
+    x = torch.rand(32, 784)
+    built = []
+
+    def build(recipe):
+        built.append(torch.rand(1).item())  # drawn after train_vae seeded the generator
+        return recipes.build_vae(recipe)
+
+    recipes.train_vae(x, small, num_epochs=1, seed=3, build=build, progress=False)
+    recipes.train_vae(x, small, num_epochs=1, seed=3, build=build, progress=False)
+    assert built[0] == built[1]
+    with pytest.raises(TypeError):
+        recipes.train_vae(x, small, num_epochs=1, build=recipes.build_vae(small))

@@ -94,13 +94,16 @@ def train_vae(
     *,
     num_epochs: int | None = None,
     seed: int = 1,
-    model: torch.nn.Module | None = None,
+    build: Callable[[VAERecipe], torch.nn.Module] | None = None,
     loss_fn: Callable[..., dict[str, torch.Tensor]] = losses.vae_loss,
     **fit_kwargs: Any,
 ) -> tuple[torch.nn.Module, train.History]:
-    """Seed, build (unless ``model`` is given) and train with the recipe; grey ``x_train`` (N, 784) is binarised afresh each epoch.
+    """Seed, build and train with the recipe; grey ``x_train`` (N, 784) is binarised afresh each epoch.
 
-    Returns ``(model, history)``. ``fit_kwargs`` go to ``train.fit`` (``val_x``, ``callback``, ``progress``...).
+    ``build(recipe)`` makes the model after seeding (default: ``build_vae``), so a variant such as a flow VAE
+    trains with the same settings: ``build=lambda r: FlowVAE(FlowVAEConfig(latent_dim=r.latent_dim, ...))``
+    with its own ``loss_fn``. Returns ``(model, history)``. ``fit_kwargs`` go to ``train.fit`` (``val_x``,
+    ``callback``, ``progress``, ``time_budget``...).
     """
     _check_recipe(recipe)
     epochs = recipe.num_epochs if num_epochs is None else num_epochs
@@ -110,7 +113,9 @@ def train_vae(
         if name in fit_kwargs:
             raise TypeError(f"{name} is set by the recipe; change the recipe with recipe.with_(...) instead")
     train.seed_everything(seed)
-    model = build_vae(recipe) if model is None else model
+    if build is not None and not callable(build):
+        raise TypeError("build must be a callable recipe -> model, e.g. recipes.build_vae")
+    model = (build or build_vae)(recipe)
     history = train.fit(model, loss_fn, x_train, num_epochs=epochs, batch_size=recipe.batch_size, lr=recipe.lr,
                         scheduler=lr_schedule(recipe, epochs), transform=data.stochastic_binarize, seed=seed,
                         **fit_kwargs)
