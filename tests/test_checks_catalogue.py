@@ -442,7 +442,7 @@ CATALOGUE = [
     row("active_units", "mistake", "inactive counted", lambda mu, t: int((mu.var(0) <= t).sum()), "counted the inactive"),
     row("iwae_estimate", "cheat", "losses.iwae_bound", lambda m, x, k: losses.iwae_bound(m, x, k), r"calls vae_helpers.losses.iwae_bound"),
     row("iwae_estimate", "unstable", "log-sum-exp without the max", lambda m, x, k: torch.log(torch.exp(m.log_importance_weights(x, k)).mean(0)),
-        "use torch.logsumexp"),
+        "never exponentiate a large negative log-weight"),
     row("iwae_estimate", "valid", "max shift by hand", _iwae_max_shift),
     row("iwae_estimate", "valid", "logsumexp of log_w - log k", lambda m, x, k: torch.logsumexp(m.log_importance_weights(x, k) - math.log(k), 0)),
     # notebook 03
