@@ -167,18 +167,22 @@ def iwae_bound(model: LatentModel, x: torch.Tensor, k: int = 100, batch_size: in
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()
-    out = []
+    out: torch.Tensor | None = None  # (B,), filled chunk by chunk: many small kept results fragment the heap
     params = getattr(model, "parameters", None)
     device = next(iter(params()), x).device if callable(params) else x.device
     bar = progress_bar(x.shape[0], f"IWAE bound, k = {k}", progress, unit="input")
     for start in range(0, x.shape[0], batch_size):
         log_w = model.log_importance_weights(x[start : start + batch_size].to(device), k)  # (k, b)
-        out.append((torch.logsumexp(log_w, dim=0) - math.log(k)).to(x.device))
-        bar.update(log_w.shape[1])
+        chunk = torch.logsumexp(log_w, dim=0) - math.log(k)  # (b,)
+        if out is None:
+            out = torch.empty(x.shape[0], dtype=chunk.dtype, device=x.device)
+        out[start : start + chunk.shape[0]] = chunk
+        del log_w, chunk
+        bar.update(min(batch_size, x.shape[0] - start))
     bar.close()
     if was_training:
         model.train()
-    return torch.cat(out)
+    return out if out is not None else torch.empty(0, device=x.device)
 
 
 @torch.no_grad()
