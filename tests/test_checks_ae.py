@@ -252,7 +252,7 @@ def test_training_step_accepts_right_answers(fn, capsys):
 
 
 @pytest.mark.parametrize("fn, hint", [
-    (step_no_zero_grad, "call optimizer.zero_grad\\(\\) before loss.backward\\(\\)"),
+    (step_no_zero_grad, "backward\\(\\) adds to the .grad already there"),
     (step_no_step, "optimizer.step\\(\\) was not called"),
     (step_before_backward, "optimizer.step\\(\\) was not called after loss.backward\\(\\)"),
     (step_no_backward, "no gradient reached the parameters"),

@@ -401,6 +401,10 @@ CATALOGUE = [
     row("train_autoencoder", "mistake", "no optimizer.step", _loop(step=False), "did not change the model"),
     row("training_step", "cheat", "train.fit", _step_via_fit, r"calls vae_helpers.train.fit; write it yourself"),
     row("training_step", "valid", "model.zero_grad and autograd.backward", _step_with_model_zero_grad),
+    row("training_step", "mistake", "zero_grad between backward and step", lambda m, opt, x, f: (
+        (loss := f(m, x)["loss"]).backward(), opt.zero_grad(), opt.step(), loss.item())[-1], "no gradient reached the parameters"),
+    row("cross_entropy_loss", "valid", "softplus of -a for the inked pixels", lambda x, l: (x * F.softplus(-l)
+        + (1 - x) * F.softplus(l)).sum(1).mean()),
     # notebook 02
     row("gaussian_kl", "cheat", "losses.gaussian_kl", losses.gaussian_kl, r"calls vae_helpers.losses.gaussian_kl; write it yourself"),
     row("gaussian_kl", "cheat", "losses.gaussian_kl_per_dim", lambda mu, lv: losses.gaussian_kl_per_dim(mu, lv).sum(-1),

@@ -248,16 +248,16 @@ def check_training_step(fn: Callable[..., Any]) -> None:
             raise CheckFailed(
                 f"the parameters did not change in {label}: "
                 + ("the gradients were computed but optimizer.step() was not called after loss.backward()"
-                   if has_grads else "no gradient reached the parameters before the step; the order is "
-                   "optimizer.zero_grad(), loss.backward(), optimizer.step()")
+                   if has_grads else "no gradient reached the parameters before the step: optimizer.step() can only "
+                   "use a gradient that loss.backward() has already computed")
             )
         elif close(moved, -lr * (grad_now + stale), rtol=1e-3, atol=1e-6):
             raise CheckFailed(f"on the second call of {label} the step used the sum of this batch's and the previous "
-                              "batch's gradients: call optimizer.zero_grad() before loss.backward(), because "
-                              "backward() adds to the .grad already there")
+                              "batch's gradients: backward() adds to the .grad already there, so the old gradients "
+                              "must be gone before this batch's backward()")
         elif close(moved, -lr * stale, rtol=1e-3, atol=1e-6):
-            raise CheckFailed(f"{label} stepped with the previous batch's gradients: the order is "
-                              "zero_grad(), loss.backward(), optimizer.step()")
+            raise CheckFailed(f"{label} stepped with the previous batch's gradients: when optimizer.step() runs, .grad "
+                              "must hold the gradient of this batch's loss")
         elif close(moved, lr * grad_now, rtol=1e-3, atol=1e-6):
             raise CheckFailed(f"{label} climbed the loss instead of descending it: minimise loss_fn(model, x)['loss'] "
                               "itself (no minus sign) and let the optimizer take the step")
