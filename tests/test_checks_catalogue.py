@@ -451,7 +451,7 @@ CATALOGUE = [
     row("active_units", "mistake", "inactive counted", lambda mu, t: int((mu.var(0) <= t).sum()), "counted the inactive"),
     row("iwae_estimate", "cheat", "losses.iwae_bound", lambda m, x, k: losses.iwae_bound(m, x, k), r"calls vae_helpers.losses.iwae_bound"),
     row("iwae_estimate", "unstable", "log-sum-exp without the max", lambda m, x, k: torch.log(torch.exp(m.log_importance_weights(x, k)).mean(0)),
-        "use torch.logsumexp"),
+        "never exponentiate a large negative log-weight"),
     row("iwae_estimate", "valid", "max shift by hand", _iwae_max_shift),
     row("iwae_estimate", "valid", "logsumexp of log_w - log k", lambda m, x, k: torch.logsumexp(m.log_importance_weights(x, k) - math.log(k), 0)),
     # notebook 03
@@ -483,6 +483,21 @@ CATALOGUE = [
     row("interpolate_latents", "cheat", "models.interpolate_latents", lambda a, b, n: models.interpolate_latents(a, b, n),
         r"calls vae_helpers.models.interpolate_latents"),
     row("interpolate_latents", "valid", "start + t (end - start)", lambda a, b, n: a + torch.linspace(0, 1, n)[:, None] * (b - a)),
+    row("conv_output_size", "valid", "ceil of the steps plus one", lambda n, k, s, p: math.ceil((n + 2 * p - k + 1) / s)),
+    row("conv_output_size", "mistake", "padding on one side only", lambda n, k, s, p: (n + p - k) // s + 1,
+        "lengthens the row twice"),
+    row("conv_output_size", "mistake", "the 1 added before dividing", lambda n, k, s, p: (n + 2 * p - k + 1) // s,
+        "added the 1 before dividing"),
+    row("conv_decode", "mistake", "reshaped channels last", lambda m, z: m.decoder(m.from_z(z).view(
+        len(z), m.config.feature_size, m.config.feature_size, m.config.channels[-1]).permute(0, 3, 1, 2)), "channels first, right after"),
+    row("conv_decode", "mistake", "sizes of the seed model hard-coded", lambda m, z: m.decoder(m.from_z(z).view(len(z), 64, 14, 14)),
+        "do not hard-code"),
+    row("interpolate_latents", "valid", "two outer products", lambda a, b, n: torch.outer(1 - torch.linspace(0, 1, n), a)
+        + torch.outer(torch.linspace(0, 1, n), b)),
+    row("interpolate_latents", "mistake", "weights that do not add up to 1", lambda a, b, n: a + torch.linspace(0, 1, n)[:, None] * b,
+        "do not add up to 1, so the points leave"),
+    row("interpolate_latents", "mistake", "arange(n) / n misses the end", lambda a, b, n: a + (torch.arange(n)[:, None] / n) * (b - a),
+        "the last step must reach z_end"),
     # notebook 04
     row("planar_transform", "cheat", "flows.planar_transform", lambda z, u, w, b: flows.planar_transform(z, u, w, b),
         r"calls vae_helpers.flows.planar_transform"),

@@ -20,11 +20,11 @@ def size_right(size, kernel_size, stride=1, padding=0):
 
 
 SIZE_WRONG = {
-    "both sides": lambda n, k, s, p: (n + p - k) // s + 1,
+    "both sides of the image": lambda n, k, s, p: (n + p - k) // s + 1,
     r"forgot the \+ 1": lambda n, k, s, p: (n + 2 * p - k) // s,
     "rounded up": lambda n, k, s, p: math.ceil((n + 2 * p - k) / s) + 1,
     "ignored the stride": lambda n, k, s, p: n + 2 * p - k + 1,
-    r"\+ 1 belongs outside": lambda n, k, s, p: (n + 2 * p - k + 1) // s,
+    "before dividing by the stride": lambda n, k, s, p: (n + 2 * p - k + 1) // s,
     "subtract the kernel size": lambda n, k, s, p: (n + 2 * p) // s + 1,
     "floor division": lambda n, k, s, p: (n + 2 * p - k) / s + 1,
     "should return an int": lambda n, k, s, p: str(size_right(n, k, s, p)),
@@ -69,13 +69,13 @@ def _sizes(model):
 
 DECODE_WRONG = {
     "probabilities": lambda m, z: torch.sigmoid(decode_right(m, z)),
-    "channels first": lambda m, z: m.decoder(m.from_z(z).view(len(z), _sizes(m)[1], _sizes(m)[1], _sizes(m)[0]).permute(0, 3, 1, 2)),
+    "channels first, right after": lambda m, z: m.decoder(m.from_z(z).view(len(z), _sizes(m)[1], _sizes(m)[1], _sizes(m)[0]).permute(0, 3, 1, 2)),
     "skipped the ReLU": lambda m, z: m.decoder(m.from_z[0](z).view(len(z), *_sizes(m)[:1], _sizes(m)[1], _sizes(m)[1])),
     "flattened": lambda m, z: decode_right(m, z).view(len(z), -1),
     "keep the channel dimension": lambda m, z: decode_right(m, z)[:, 0],
     "apply every layer": lambda m, z: m.decoder[:-1](m.from_z(z).view(len(z), _sizes(m)[0], _sizes(m)[1], _sizes(m)[1])),
     "do not hard-code": lambda m, z: m.decoder(m.from_z(z).view(len(z), 64, 14, 14)),
-    "batch size of z": lambda m, z: m.decoder(m.from_z(z).view(_sizes(m)[0], _sizes(m)[1], _sizes(m)[1])),
+    "batch size of the reshape from z": lambda m, z: m.decoder(m.from_z(z).view(_sizes(m)[0], _sizes(m)[1], _sizes(m)[1])),
     "not implemented yet": lambda m, z: (_ for _ in ()).throw(NotImplementedError()),
     "does not match": lambda m, z: decode_right(m, z) + 0.1,
 }

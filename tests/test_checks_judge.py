@@ -237,3 +237,29 @@ def test_match_behaviour_fails_clearly_when_no_shape_fits():
     model = nn.Linear(4, 4)
     with pytest.raises(CheckFailed, match="cannot hold the layers"):
         match_behaviour(model, [[torch.randn(3, 5)]], (), lambda: [], [], "Mine")
+
+
+@pytest.mark.parametrize("patch", [
+    lambda: setattr(torch, "allclose", lambda *a, **k: True),
+    lambda: setattr(torch.Tensor, "double", lambda self: torch.zeros(())),
+    lambda: setattr(checks._core, "close", lambda *a, **k: True),
+    lambda: setattr(torch.Tensor, "__eq__", lambda self, other: True),
+])
+def test_patching_torch_or_the_checkers_from_inside_is_seen_and_undone(patch):
+    originals = (torch.allclose, torch.Tensor.__dict__.get("double"), checks._core.close, torch.Tensor.__eq__)
+
+    def answer(mu, lv):
+        patch()
+        return torch.zeros(mu.shape[0])  # wrong on purpose: only the patch could make it pass
+
+    with pytest.raises(CheckFailed, match="changed the checker's or vae_helpers' own functions"):
+        checks.check_gaussian_kl(answer)
+    assert (torch.allclose, torch.Tensor.__dict__.get("double"), checks._core.close, torch.Tensor.__eq__) == originals
+
+
+def test_a_lazy_import_inside_the_answer_is_not_tampering():
+    def answer(mu, lv):
+        import torch.distributions.utils  # noqa: F401 - may add a module attribute
+        return _kl(mu, lv)
+
+    checks.check_gaussian_kl(answer)

@@ -137,7 +137,7 @@ NEG_ELBO_WRONG = {
     "returned the ELBO": lambda m, x: -sum(neg_elbo_terms(m, x)).mean(),
     "summed over the batch": lambda m, x: sum(neg_elbo_terms(m, x)).sum(),
     "KL term is missing": lambda m, x: neg_elbo_terms(m, x)[0].mean(),
-    "KL must be added": lambda m, x: (lambda r, kl: (r - kl).mean())(*neg_elbo_terms(m, x)),
+    "KL term has the wrong sign": lambda m, x: (lambda r, kl: (r - kl).mean())(*neg_elbo_terms(m, x)),
     "reconstruction term -log p\\(x\\|z\\) is missing": lambda m, x: neg_elbo_terms(m, x)[1].mean(),
     "reconstruction term has the wrong sign": lambda m, x: (lambda r, kl: (-r + kl).mean())(*neg_elbo_terms(m, x)),
     "one value per example": lambda m, x: sum(neg_elbo_terms(m, x)),
@@ -178,7 +178,7 @@ def iwae_right(model, x, k):
 
 
 IWAE_WRONG = {
-    "-log k is missing": lambda m, x, k: torch.logsumexp(m.log_importance_weights(x, k), 0),
+    "the 1/k is missing": lambda m, x, k: torch.logsumexp(m.log_importance_weights(x, k), 0),
     "averaged the log-weights": lambda m, x, k: m.log_importance_weights(x, k).mean(0),
     "wrong sign": lambda m, x, k: -iwae_right(m, x, k),
     "largest log-weight \\(max\\);": lambda m, x, k: m.log_importance_weights(x, k).max(0).values,
@@ -213,3 +213,38 @@ def test_the_rng_guard_notices_a_draw(global_rng_untouched):
     with pytest.raises(AssertionError, match="global torch RNG"):
         with global_rng_untouched():
             torch.rand(1)
+
+
+# ----------------------------------------------------------------------------- the ✗ line never gives the formula
+
+# what each exercise asks the learner to derive, as it would appear in a message
+GIVEAWAYS = {
+    "gaussian_kl": ("1 + logvar - mu^2", "-1/2 * sum"),
+    "reparameterize": ("exp(logvar / 2)", "mu + sigma * eps", "mu + exp"),
+    "negative_elbo": ("-log p(x|z) + KL", "randn_like(mu)"),
+    "iwae_estimate": ("logsumexp",),
+}
+
+
+@pytest.mark.parametrize("exercise, checker, wrong", [
+    ("gaussian_kl", checks.check_gaussian_kl, KL_WRONG),
+    ("reparameterize", checks.check_reparameterize, REPARAM_WRONG),
+    ("negative_elbo", checks.check_negative_elbo, NEG_ELBO_WRONG),
+    ("iwae_estimate", checks.check_iwae_estimate, IWAE_WRONG),
+])
+def test_no_message_gives_the_exercise_formula(exercise, checker, wrong):
+    for mistake, answer in wrong.items():
+        with pytest.raises(AssertionError) as failure:
+            checker(answer)
+        for giveaway in GIVEAWAYS[exercise]:
+            assert giveaway not in str(failure.value), (mistake, str(failure.value))
+
+
+def test_no_active_units_message_gives_the_statistic():
+    answers = [lambda mu, t: mu.var(0) > t, lambda mu, t: int((mu.mean(0).abs() > t).sum()),
+               lambda mu, t: int((mu.abs().max(0).values > t).sum())]
+    for answer in answers:
+        with pytest.raises(AssertionError) as failure:
+            checks.check_active_units(answer)
+        for giveaway in ("var(", "Var_x", "variance > threshold", "variance of mu"):
+            assert giveaway not in str(failure.value), str(failure.value)

@@ -130,3 +130,22 @@ def test_probe_comparison() -> None:
     assert found == ["custom_exceptions changed", "vae_helpers functions replaced: vae_helpers.checks.check_x",
                      "names rebound: checks no longer refer to their vae_helpers module"]
     assert integrity.parse_probe(None) is None and integrity.parse_probe({"content": {"user_expressions": {}}}) is None
+
+
+KILL_THE_GRADER = "import os\nos.kill(os.getppid(), 9)  # the kernel's parent is the grading process\nos._exit(0)"
+
+
+@pytest.mark.slow
+def test_a_submission_that_kills_its_grader_fails_alone_and_the_gradebook_is_written(tmp_path: Path, key: Path) -> None:
+    klass = tmp_path / "class"
+    paths = [submission(key, klass / "ann" / "tiny.ipynb", t_conv=RIGHT_CONV),
+             submission(key, klass / "bob" / "tiny.ipynb", after_t_conv=KILL_THE_GRADER),
+             submission(key, klass / "cat" / "tiny.ipynb", t_conv=RIGHT_CONV, t_answer="def answer():\n    return 42")]
+    code = grade.main([*map(str, paths), "--source", str(key), "--gradebook", str(tmp_path / "grades.csv"), "--jobs", "2",
+                       "--no-isolation", "--quiet"])
+    assert code == 1  # not every submission could be graded
+    with open(tmp_path / "grades.csv", newline="") as f:
+        rows = {row["student"]: row for row in csv.DictReader(f)}
+    assert [rows[s]["status"] for s in ("ann", "bob", "cat")] == ["graded", "grader_error", "graded"]
+    assert rows["ann"]["automatic"] == "2" and rows["cat"]["automatic"] == "3"
+    assert "grading process died" in rows["bob"]["flags"]

@@ -224,3 +224,92 @@ def test_budgets_time_memory_and_output_are_enforced_and_reported(key: Path, tmp
     results = {e.grade_id: e for e in report.exercises}
     assert report.score == 0 and results["t-answer-check"].status == "not run", grade.format_report(report)
     assert report.seconds < 30 and report.limits["budget_s"] == 12.0
+
+
+# ----------------------------------------------------------------------------- the grader's own output
+
+
+WRITE_TO_GRADER = ("import os, sys\nos.write(1, b'FAKE 15/15 on fd 1\\n')\nos.write(2, b'\\x1b[2J FAKE on fd 2\\n')\n"
+                   "sys.__stdout__.write('FAKE [] on __stdout__\\n'); sys.__stdout__.flush()\n"
+                   "def answer():\n    return 0")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("isolate", [False, True])
+def test_the_kernel_cannot_write_to_the_graders_terminal_or_json(isolate: bool, key: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    sub = submission(key, tmp_path / "subs" / "loud.ipynb", t_answer=WRITE_TO_GRADER)
+    done = subprocess.run([sys.executable, "-m", "vae_helpers.grade", str(sub), "--source", str(key), "--json", "--quiet"]
+                          + ([] if isolate else ["--no-isolation"]), capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert "FAKE" not in done.stdout and "FAKE" not in done.stderr and "\x1b[2J" not in done.stdout + done.stderr
+    reports = json.loads(done.stdout)  # the report is still valid JSON
+    assert reports[0]["exercises"][1]["status"] == "failed"
+
+
+# ----------------------------------------------------------------------------- what the teacher and student read
+
+
+LONG_WRONG = "def conv_output_size(size, kernel, stride, padding):\n    return size + 7  # no known mistake: the long generic hint"
+CRASHING = ("def conv_output_size(size, kernel, stride, padding):\n    x = 1\n    y = 2\n    z = 3\n"
+            "    return [][size]  # the learner's own bug, on line 5 of this cell")
+
+
+@pytest.mark.slow
+def test_feedback_keeps_the_whole_hint_and_blames_the_learners_crash_on_the_learner(key: Path, tmp_path: Path) -> None:
+    wrong = run(submission(key, tmp_path / "a" / "tiny.ipynb", t_conv=LONG_WRONG), key, isolate=False)
+    (conv, _) = wrong.exercises
+    assert conv.message.endswith("when it moves by the stride") and len(conv.message) > 160, conv.message
+    crash = run(submission(key, tmp_path / "b" / "tiny.ipynb", t_conv=CRASHING), key, isolate=False)
+    (conv, _) = crash.exercises
+    assert conv.status == "failed" and "IndexError" in conv.message
+    assert conv.feedback != "a hidden test failed"  # line 5 of the learner's cell is not the check cell's hidden test
+
+
+QUOTE_HIDDEN = ("def answer():\n    raise ValueError(' | '.join(get_ipython().user_ns['In']).replace(chr(10), ' '))"
+                "  # every cell run so far, on one line")
+
+
+@pytest.mark.slow
+def test_no_hidden_test_and_no_probe_finding_reach_the_students_page(key: Path, tmp_path: Path) -> None:
+    from vae_helpers.gradebook import feedback_html
+
+    quoting = run(submission(key, tmp_path / "a" / "tiny.ipynb", t_conv=RIGHT_CONV, t_answer=QUOTE_HIDDEN), key, isolate=False)
+    assert str(SECRET) in quoting.exercises[1].message  # the teacher's gradebook keeps the whole message
+    page = feedback_html(quoting)
+    assert str(SECRET) not in page and "100, 3, 2, 1" not in page and "a hidden test failed" in page
+    silenced = run(submission(key, tmp_path / "b" / "tiny.ipynb", after_t_conv="get_ipython().set_custom_exc((Exception,), "
+                              "lambda *a, **k: None)"), key, isolate=False)
+    page = feedback_html(silenced)
+    assert "custom_exceptions" not in page and "tampered" not in page and "did not count" in page
+
+
+FORGE_REPLY = '''import ipykernel.ipkernel as _k
+_real = _k.IPythonKernel.do_execute
+async def _ok(self, *args, **kwargs):
+    reply = await _real(self, *args, **kwargs)
+    reply["status"] = "ok"  # every failed cell now replies ok
+    return reply
+_k.IPythonKernel.do_execute = _ok
+def conv_output_size(size, kernel, stride, padding):
+    raise NotImplementedError()'''
+
+
+@pytest.mark.slow
+def test_a_kernel_class_patched_to_reply_ok_earns_nothing_and_is_flagged(key: Path, tmp_path: Path) -> None:
+    report = run(submission(key, tmp_path / "subs" / "forge.ipynb", t_conv=FORGE_REPLY), key, isolate=False)
+    assert report.score == 0, [(e.grade_id, e.status, e.message) for e in report.exercises]
+    assert all(e.tampered for e in report.exercises if not e.manual)
+
+
+@pytest.mark.slow
+def test_fast_mode_limits_hold_a_slot_for_minutes_at_most(key: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    sub = submission(key, tmp_path / "subs" / "tiny.ipynb", t_conv=RIGHT_CONV)
+    done = subprocess.run([sys.executable, "-m", "vae_helpers.grade", str(sub), "--source", str(key), "--json", "--quiet",
+                           "--no-isolation"], capture_output=True, text=True, timeout=300, cwd=REPO)
+    limits = json.loads(done.stdout)[0]["limits"]
+    assert limits["cell_timeout"] == 60 and limits["budget_s"] == 300  # seconds: fast-mode cells need seconds

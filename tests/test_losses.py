@@ -288,3 +288,28 @@ def test_iwae_bound_moves_each_chunk_to_the_models_device():
     bound = losses.iwae_bound(model, torch.rand(7, 784), k=4, batch_size=3)
     assert model.seen == ["meta"] * 3
     assert bound.device.type == "cpu" and bound.shape == (7,) and torch.allclose(bound, torch.zeros(7))
+
+
+def test_rate_distortion_adds_up_to_the_negative_elbo_and_splits_by_dimension():
+    torch.manual_seed(0)
+    model = models.VAE(models.VAEConfig(latent_dim=3, hidden_dim=16))
+    x = torch.bernoulli(torch.rand(10, 784))
+    out = losses.rate_distortion(model, x, batch_size=4)  # chunks of 4, 4 and 2
+    assert set(out) == {"distortion", "rate", "rate_per_dim"} and out["rate_per_dim"].shape == (3,)
+    mu, logvar = model.encode(x)
+    assert torch.allclose(out["rate_per_dim"], losses.gaussian_kl_per_dim(mu, logvar).mean(0).detach(), atol=1e-5)
+    assert torch.isclose(out["rate"], out["rate_per_dim"].sum(), atol=1e-5)
+    torch.manual_seed(1)
+    first = losses.rate_distortion(model, x, batch_size=10)
+    torch.manual_seed(1)
+    loss = losses.vae_loss(model, x)
+    assert torch.isclose(first["distortion"], loss["reconstruction"].detach(), atol=1e-4)
+    assert model.training
+
+
+def test_rate_distortion_rejects_bad_input():
+    model = models.VAE(models.VAEConfig(latent_dim=2, hidden_dim=8))
+    with pytest.raises(ValueError, match="at least one"):
+        losses.rate_distortion(model, torch.zeros(0, 784))
+    with pytest.raises(ValueError, match="batch_size"):
+        losses.rate_distortion(model, torch.zeros(2, 784), batch_size=0)

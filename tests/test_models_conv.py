@@ -167,3 +167,26 @@ def test_conv_vae_names_what_it_expected():
         model.encode(torch.zeros(0, 1, 28, 28))
     with pytest.raises(ValueError, match=rf"expected codes z of shape \(B, {LAYOUTS[0].latent_dim}\)"):
         model.decode(torch.zeros(2, LAYOUTS[0].latent_dim + 1))
+
+
+def test_count_multiply_adds_by_hand():
+    from vae_helpers.models import count_multiply_adds
+
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 14 * 14, 10))
+    assert count_multiply_adds(net, (1, 28, 28)) == 4 * 14 * 14 * 1 * 9 + 4 * 14 * 14 * 10
+    up = nn.ConvTranspose2d(3, 2, 3, stride=2, padding=1, output_padding=1)
+    assert count_multiply_adds(up, (3, 7, 7)) == 3 * 7 * 7 * 2 * 9  # one 3x3 stamp per input value and output channel
+    model = ConvVAE(ConvVAEConfig(latent_dim=2, channels=(4, 6), strides=(2, 2), hidden_dim=8, decoder_channels=(5, 3)))
+    expected = (14 * 14 * 4 * 1 * 9 + 7 * 7 * 6 * 4 * 9 + 6 * 49 * 8 + 2 * 8 * 2        # encoder convs, dense, two heads
+                + 2 * 6 * 49 + 6 * 7 * 7 * 5 * 9 + 5 * 14 * 14 * 3 * 9 + 28 * 28 * 1 * 3 * 9)  # from_z, two stamps, last conv
+    assert count_multiply_adds(model, (1, 28, 28)) == expected
+    assert model.training  # the training flag is put back
+
+
+def test_count_multiply_adds_rejects_bad_input():
+    from vae_helpers.models import count_multiply_adds
+
+    with pytest.raises(TypeError, match="nn.Module"):
+        count_multiply_adds("model", (1, 28, 28))
+    with pytest.raises(ValueError, match="input_shape"):
+        count_multiply_adds(nn.Linear(3, 2), (0,))

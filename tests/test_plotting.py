@@ -218,3 +218,34 @@ def test_step_curves_draws_each_run_and_marks_a_diverged_one():
         plotting.step_curves({}, title="t")
     with pytest.raises(ValueError):
         plotting.step_curves({"a": [1.0]}, title="t", smooth=0)
+
+
+def test_sliding_windows_draws_one_bar_per_output():
+    from vae_helpers.models import conv_output_size
+
+    for size, k, s, p in [(7, 3, 2, 1), (8, 3, 2, 1), (5, 3, 1, 0)]:
+        ax = plotting.sliding_windows(size, k, s, p)
+        outputs = [t for t in ax.texts if t.get_text().startswith("output")]
+        assert len(outputs) == conv_output_size(size, k, s, p) and ax.get_title()
+        plt.close("all")
+    with pytest.raises(ValueError, match="does not fit"):
+        plotting.sliding_windows(2, 5)
+    with pytest.raises(ValueError, match="stride"):
+        plotting.sliding_windows(7, 3, stride=0)
+
+
+def test_rate_distortion_plane_labels_every_beta_and_draws_the_elbo_line():
+    ax = plotting.rate_distortion_plane([20.0, 15.0, 8.0], [110.0, 118.0, 135.0], [0.39, 1.0, 4.0])
+    assert [t.get_text() for t in ax.texts] == ["β = 0.39", "β = 1", "β = 4"]
+    assert "133.0" in ax.get_legend().get_texts()[0].get_text() and ax.get_xlabel().startswith("rate")
+    with pytest.raises(ValueError, match="one length"):
+        plotting.rate_distortion_plane([1.0], [1.0, 2.0], [1.0])
+
+
+def test_kl_per_dimension_by_beta_counts_active_dimensions():
+    kl = torch.tensor([[1.0, 0.5, 0.2], [0.9, 0.05, 0.01]])
+    ax = plotting.kl_per_dimension_by_beta(kl, [1.0, 8.0], threshold=0.1)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels[:2] == ["β = 1: 3 active", "β = 8: 1 active"] and ax.get_yscale() == "log"
+    with pytest.raises(ValueError, match="len\\(betas\\)"):
+        plotting.kl_per_dimension_by_beta(kl, [1.0])

@@ -56,7 +56,7 @@ class ExerciseResult:
 @dataclass
 class Report:
     """The grading of one submission; status is graded, not_a_notebook, empty, wrong_notebook,
-    unknown_notebook or execution_error."""
+    unknown_notebook, execution_error or grader_error (its grading process died)."""
 
     submission: str
     status: str
@@ -207,6 +207,12 @@ class Limits:
                 raise ValueError(f"Limits.{name} must be a positive number, got {value!r}")
 
 
+def default_timeouts(fast: bool) -> tuple[int, float]:
+    """(seconds per cell, seconds per submission): in fast mode a cell needs seconds, so one student holds a slot
+    for minutes at most; full mode trains for real."""
+    return (60, 300.0) if fast else (1800, 7200.0)
+
+
 @dataclass
 class RunInfo:
     """What the grading client saw: each cell's execute reply, the kernel probes, cells skipped or cut."""
@@ -280,9 +286,9 @@ def run_submission(nb: nbformat.NotebookNode, submitted: str, limits: Limits, fa
     return run, notes, "too many cells hang or kill the kernel; later cells were not run", info
 
 
-def _first_line(text: str) -> str:
+def _first_line(text: str, limit: int = 160) -> str:
     lines = _ANSI.sub("", text).strip().splitlines()
-    return lines[0][:160] if lines else ""
+    return lines[0][:limit] if lines else ""
 
 
 def _hidden_lines(source: str) -> range:
@@ -293,9 +299,13 @@ def _hidden_lines(source: str) -> range:
     return range(0) if begin is None else range(begin + 1, end + 2)
 
 
-def _failed_in_hidden(reply: dict[str, str], source: str) -> bool:
-    """True when the traceback's frame in the check cell itself lies in its hidden tests."""
-    found = re.search(r"(?:Cell In\[\d+\], line |<ipython-input-[^>]*> in <module>[^\n]*\n-+> )(\d+)",
+def _failed_in_hidden(reply: dict[str, str], source: str, count: int | None = None) -> bool:
+    """True when the traceback's frame in the check cell itself (execution ``count``) lies in its hidden tests.
+
+    Frames of other cells (the learner's function crashing inside a checker) do not count, whatever their line.
+    """
+    number = r"\d+" if count is None else str(count)
+    found = re.search(rf"(?:Cell In\[{number}\], line |<ipython-input-{number}-[^>]*> in <module>[^\n]*\n-+> )(\d+)",
                       _ANSI.sub("", reply.get("traceback", "")))
     return bool(found) and int(found.group(1)) in _hidden_lines(source)
 
@@ -319,6 +329,7 @@ def score(executed: nbformat.NotebookNode, src: nbformat.NotebookNode, info: Run
     where = {nbgrader_meta(c).get("grade_id"): i for i, c in enumerate(executed.cells) if nbgrader_meta(c).get("grade_id")}
     src_cells = {nbgrader_meta(c).get("grade_id"): c for c in src.cells}
     baseline = info.probes.get(-1)
+    hidden = _hidden_sources(src)
     results = []
     for ex in exercises(src):
         index = where.get(ex.grade_id)
@@ -342,9 +353,14 @@ def score(executed: nbformat.NotebookNode, src: nbformat.NotebookNode, info: Run
             changes = (["the grader could not inspect the kernel"] if baseline is None or now is None
                        else compare(baseline, now, aliases or {}))
             result.tampered = bool(changes)
+            forged = _forged_success(cell, reply) if reply["status"] == "ok" else ""
+            if forged:
+                result.tampered = True
+                changes = changes + [forged]
             if reply["status"] != "ok":
-                result.message = f"{reply['ename'] or 'Error'}: {_first_line(reply['evalue'])}".rstrip(": ")
-                if _failed_in_hidden(reply, cell.source):
+                # the whole first line: a checker's "Likely mistake: ..." comes at its end
+                result.message = f"{reply['ename'] or 'Error'}: {_first_line(reply['evalue'], 2000)}".rstrip(": ")
+                if _failed_in_hidden(reply, cell.source, cell.get("execution_count")):
                     result.feedback = "a hidden test failed"
             elif changes:
                 result.message = "the kernel was tampered with before this check: " + "; ".join(changes)
@@ -352,9 +368,45 @@ def score(executed: nbformat.NotebookNode, src: nbformat.NotebookNode, info: Run
                 result.score, result.status = float(ex.points), "passed"
             if changes and reply["status"] != "ok":
                 result.message += " (and the kernel was tampered with before this check: " + "; ".join(changes) + ")"
-        result.feedback = result.feedback or result.message
+        result.feedback = _for_the_student(result, hidden)
         results.append(result)
     return results
+
+
+def _forged_success(cell: nbformat.NotebookNode, reply: dict[str, str]) -> str:
+    """Why a check cell whose kernel replied "ok" did not really pass, or "": the signals must agree.
+
+    A passing check cell shows no error output, and one that calls a checker printed its ✓ line.
+    """
+    outputs = cell.get("outputs", [])
+    if any(o.get("output_type") == "error" for o in outputs):
+        return "the kernel replied ok although the check cell showed an error"
+    printed = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream" and o.get("name") == "stdout")
+    if re.search(r"\bchecks\.check_\w+\(", cell.source) and "✓" not in printed:
+        return "the kernel replied ok although the checker printed no ✓ line"
+    return ""
+
+
+def _hidden_sources(src: nbformat.NotebookNode) -> list[str]:
+    """The lines of every hidden test in the instructor version (stripped, long enough to be recognised)."""
+    found = []
+    for cell in src.cells:
+        lines = cell.source.splitlines()
+        for number in _hidden_lines(cell.source):
+            line = lines[number - 1].strip() if number - 1 < len(lines) else ""
+            if len(line) >= 6 and "HIDDEN TESTS" not in line:
+                found.append(line)
+    return found
+
+
+def _for_the_student(result: ExerciseResult, hidden: list[str]) -> str:
+    """What the student's feedback page says: never a hidden test's text, never what the integrity probe saw."""
+    if result.tampered:
+        return "this check did not count: the notebook changed how checks run before it (ask your teacher)"
+    text = result.feedback or result.message
+    if any(line in text for line in hidden):
+        return "a hidden test failed"
+    return text
 
 
 def grade_submission(path: Path, source: Path | None = None, source_dir: Path = NOTEBOOK_DIR,
@@ -365,7 +417,7 @@ def grade_submission(path: Path, source: Path | None = None, source_dir: Path = 
     """
     from .integrity import helper_aliases, probe_expression, static_flags
 
-    limits = copy.copy(limits or Limits(cell_timeout=300 if fast else 1800, budget_s=1200 if fast else 7200))
+    limits = copy.copy(limits or Limits(cell_timeout=default_timeouts(fast)[0], budget_s=default_timeouts(fast)[1]))
     limits.cell_timeout = timeout or limits.cell_timeout
     report = Report(str(path), "graded", mode="fast" if fast else "full", limits=asdict(limits))
     try:
@@ -438,8 +490,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("build/student"), help="where --make-student writes")
     parser.add_argument("--source", type=Path, help="the instructor notebook (default: found in --source-dir)")
     parser.add_argument("--source-dir", type=Path, default=NOTEBOOK_DIR, help="where instructor notebooks are")
-    parser.add_argument("--timeout", type=int, help="seconds allowed per cell (default 300 fast, 1800 full)")
-    parser.add_argument("--budget", type=float, help="seconds allowed per submission in all (default 1200 fast, 7200 full)")
+    parser.add_argument("--timeout", type=int, help="seconds allowed per cell (default 60 fast, 1800 full)")
+    parser.add_argument("--budget", type=float, help="seconds allowed per submission in all (default 300 fast, 7200 full)")
     parser.add_argument("--memory", type=float, default=6, help="GiB of address space per kernel (default 6)")
     parser.add_argument("--max-output", type=int, default=2_000_000, help="bytes of output kept per cell (figures count)")
     mode = parser.add_mutually_exclusive_group()
@@ -476,11 +528,15 @@ def main(argv: list[str] | None = None) -> int:
               f"bubblewrap ({INSTALL_HINT}) or, only on a throw-away machine, pass --no-isolation.", file=sys.stderr)
         return 2
     fast = args.fast or (not args.full and (is_fast() if os.environ.get("VAE_FAST", "").strip() else True))
-    limits = Limits(cell_timeout=args.timeout or (300 if fast else 1800), budget_s=args.budget or (1200 if fast else 7200),
+    limits = Limits(cell_timeout=args.timeout or default_timeouts(fast)[0], budget_s=args.budget or default_timeouts(fast)[1],
                     memory_bytes=int(args.memory * (1 << 30)), output_bytes=args.max_output, isolate=not args.no_isolation,
                     threads=max(1, default_jobs() // min(args.jobs, len(args.notebooks))))
+    def write_so_far(so_far: list[Report]) -> None:  # the gradebook grows with every result: a crash loses none
+        if args.gradebook:
+            write_gradebook(so_far, args.gradebook)
+
     reports = grade_class(args.notebooks, min(args.jobs, len(args.notebooks)), progress=not args.quiet and not args.json,
-                          source=args.source, source_dir=args.source_dir, fast=fast, limits=limits)
+                          on_result=write_so_far, source=args.source, source_dir=args.source_dir, fast=fast, limits=limits)
     if args.json:
         print(json.dumps([r.to_dict() for r in reports], indent=1, ensure_ascii=False))
     else:

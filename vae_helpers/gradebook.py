@@ -34,28 +34,69 @@ def _grade_one(args: tuple[Any, ...]) -> Report:
     return report
 
 
-def grade_class(paths: list[Path], jobs: int, progress: bool = True, **kwargs: Any) -> list[Report]:
-    """Grade every submission, ``jobs`` at a time (each in its own kernel); reports come back in input order."""
+def grade_class(paths: list[Path], jobs: int, progress: bool = True, on_result: Any = None, **kwargs: Any) -> list[Report]:
+    """Grade every submission, ``jobs`` at a time (each in its own kernel); reports come back in input order.
+
+    A grading worker that dies (a submission that brings its grader down) fails only that submission:
+    the submissions it took with it are graded again, each on its own, and the one that kills its
+    worker again gets the status ``grader_error``. ``on_result(reports so far)`` is called after every
+    result, so a caller can write the gradebook as it grows.
+    """
+    from concurrent.futures.process import BrokenProcessPool
+
     from tqdm.auto import tqdm
 
     if not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be a positive int, got {jobs!r}")
     bar = tqdm(total=len(paths), desc="grading", unit="submission", disable=not progress)
     reports: list[Report | None] = [None] * len(paths)
+
+    def done(i: int, report: Report) -> None:
+        reports[i] = report
+        bar.update()
+        if on_result is not None:
+            on_result([r for r in reports if r is not None])
+
+    def in_pools(indices: list[int], workers: int) -> list[int]:
+        """Grade ``indices`` in a pool of ``workers``; return those lost with a dead worker."""
+        lost = []
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(_grade_one, (paths[i], kwargs)): i for i in indices}
+            for future in as_completed(futures):
+                try:
+                    done(futures[future], future.result())
+                except BrokenProcessPool:
+                    lost.append(futures[future])
+                except Exception as err:  # noqa: BLE001 - one submission's grading error is that submission's
+                    done(futures[future], _grader_error(paths[futures[future]], f"{type(err).__name__}: {err}",
+                                                              kwargs.get("source")))
+        return sorted(lost)
+
     try:
-        if jobs == 1 or len(paths) == 1:
+        if jobs == 1 or len(paths) == 1:  # in this process, one after the other
+            lost = []
             for i, path in enumerate(paths):
-                reports[i] = _grade_one((path, kwargs))
-                bar.update()
+                try:
+                    done(i, _grade_one((path, kwargs)))
+                except Exception as err:  # noqa: BLE001 - one submission's grading error is that submission's
+                    done(i, _grader_error(path, f"{type(err).__name__}: {err}", kwargs.get("source")))
         else:
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-                futures = {pool.submit(_grade_one, (path, kwargs)): i for i, path in enumerate(paths)}
-                for future in as_completed(futures):
-                    reports[futures[future]] = future.result()
-                    bar.update()
+            lost = in_pools(list(range(len(paths))), jobs)
+        for i in lost:  # again, one at a time: only the submission that kills its worker fails
+            if in_pools([i], 1):
+                done(i, _grader_error(paths[i], "the grading process died while grading this submission (it brought "
+                                                "its grader down: a fork bomb or a kill?); the other submissions are graded",
+                                      kwargs.get("source")))
     finally:
         bar.close()
     return [r for r in reports if r is not None]
+
+
+def _grader_error(path: Path, why: str, source: Any = None) -> Report:
+    from .grade import Report
+
+    return Report(submission=str(path), status="grader_error", message=why, flags=[why],
+                  source=str(source) if source else None)
 
 
 def exercise_columns(reports: list[Report]) -> list[str]:

@@ -46,6 +46,11 @@ def fingerprint(names):
                                       "_showtraceback", "transform_cell", "should_run_async") if n in vars(ip)),
           "kernel": sorted(n for n in ("do_execute", "execute_request", "send_response") if n in vars(ip.kernel))
                     + sorted(n for n in ("send",) if n in vars(ip.kernel.session)),
+          # the same methods on the classes (patching the class changes every instance at once)
+          "classes": sorted(f"{k.__qualname__}.{n}:{id(vars(k)[n])}" for obj in (ip, ip.kernel, ip.kernel.session)
+                            for k in type(obj).__mro__ for n in ("run_cell", "run_cell_async", "run_code",
+                            "run_ast_nodes", "showtraceback", "_showtraceback", "transform_cell", "should_run_async",
+                            "do_execute", "execute_request", "send_response", "send", "serialize") if n in vars(k)),
           "compare": [who(f) for f in (torch.allclose, torch.isclose, torch.equal, torch.testing.assert_close,
                                        torch.Tensor.allclose, math.isclose, builtins.isinstance, builtins.all,
                                        builtins.any, builtins.abs, builtins.len, builtins.print)],

@@ -179,3 +179,37 @@ def iwae_bound(model: LatentModel, x: torch.Tensor, k: int = 100, batch_size: in
     if was_training:
         model.train()
     return torch.cat(out)
+
+
+@torch.no_grad()
+def rate_distortion(model: LatentModel, x: torch.Tensor, batch_size: int = 1000) -> dict[str, torch.Tensor]:
+    """Distortion -E_q[log p(x|z)] (one sample), rate KL(q(z|x) || N(0, I)) and the rate of each latent dimension.
+
+    Means over the inputs ``x`` (N, ...) in nats per example, computed in chunks of ``batch_size``; returns
+    ``{"distortion": (), "rate": (), "rate_per_dim": (latent_dim,)}``. With beta = 1, distortion + rate is the
+    negative ELBO; the beta sweep of notebook 03 plots one point (rate, distortion) per KL weight.
+    """
+    from .models import reparameterize
+
+    _tensors(x=x)
+    if x.shape[0] == 0:
+        raise ValueError("x must hold at least one example, got an empty batch")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    was_training = getattr(model, "training", False)
+    if hasattr(model, "eval"):
+        model.eval()
+    params = getattr(model, "parameters", None)
+    device = next(iter(params()), x).device if callable(params) else x.device
+    distortion, per_dim = torch.zeros(()), None
+    for start in range(0, x.shape[0], batch_size):
+        xb = x[start : start + batch_size].to(device)
+        mu, logvar = model.encode(xb)  # (b, D) each
+        z = reparameterize(mu, logvar, 1)  # (1, b, D)
+        distortion += -model.log_likelihood(xb, z).sum().cpu()
+        kl = gaussian_kl_per_dim(mu, logvar).sum(0).cpu()  # (D,)
+        per_dim = kl if per_dim is None else per_dim + kl
+    if was_training:
+        model.train()
+    n = x.shape[0]
+    return {"distortion": distortion / n, "rate": per_dim.sum() / n, "rate_per_dim": per_dim / n}

@@ -442,3 +442,44 @@ def layer_summary(model: nn.Module, input_shape: tuple[int, ...], as_rows: bool 
     lines += [f"{name:<{width}}  {shape:<16}  {count:>10,}" for name, shape, count in rows]
     lines += ["-" * (width + 30), f"{'total':<{width}}  {'':<16}  {total:>10,}"]
     return "\n".join(lines)
+
+
+def count_multiply_adds(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Multiply-adds of one forward pass (encoder and decoder of a VAE) for one input ``(1, *input_shape)``.
+
+    Counts the layers that do the arithmetic: ``nn.Linear`` (in x out), ``nn.Conv2d`` (output pixels x
+    in-channels x kernel area) and ``nn.ConvTranspose2d`` (input pixels x out-channels x kernel area, one stamp
+    per input pixel); activations and biases are left out. Introduced in notebook 03.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(input_shape, (tuple, list)) or not all(isinstance(s, int) and s > 0 for s in input_shape):
+        raise ValueError(f"input_shape must be a tuple of positive ints (without the batch), got {input_shape!r}")
+    total = [0]
+
+    def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        if isinstance(module, nn.Linear):
+            total[0] += module.in_features * module.out_features
+        elif isinstance(module, nn.ConvTranspose2d):
+            kh, kw = module.kernel_size
+            total[0] += inputs[0][0].numel() * module.out_channels // module.groups * kh * kw
+        elif isinstance(module, nn.Conv2d):
+            kh, kw = module.kernel_size
+            total[0] += output[0].numel() * module.in_channels // module.groups * kh * kw
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d))]
+    param = next(model.parameters(), None)
+    x = torch.zeros(1, *input_shape, device=param.device if param is not None else "cpu")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            if hasattr(model, "encode") and hasattr(model, "decode"):
+                model.decode(model.encode(x)[0])
+            else:
+                model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return total[0]

@@ -450,3 +450,88 @@ def step_curves(curves: dict[str, Sequence[float]], title: str, ylabel: str = "t
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return ax
+
+
+def sliding_windows(size: int, kernel_size: int, stride: int = 1, padding: int = 0, ax: plt.Axes | None = None,
+                    title: str | None = None) -> plt.Axes:
+    """One row of ``size`` pixels with ``padding`` zeros on each side and, below it, every position at which a
+    ``kernel_size`` window fits when it moves by ``stride``, numbered as the outputs they make. Notebook 03."""
+    for name, value, low in (("size", size, 1), ("kernel_size", kernel_size, 1), ("stride", stride, 1), ("padding", padding, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    width = size + 2 * padding
+    if kernel_size > width:
+        raise ValueError(f"a kernel of {kernel_size} does not fit into {size} pixels padded by {padding} on each side")
+    starts = list(range(0, width - kernel_size + 1, stride))
+    ax = _axes(ax, (max(5.0, 0.45 * width + 1.0), 0.45 * len(starts) + 1.6))
+    for i in range(width):
+        pad = i < padding or i >= padding + size
+        ax.add_patch(plt.Rectangle((i, 0), 1, 1, facecolor="0.88" if pad else "C0", edgecolor="white", alpha=1.0 if pad else 0.35))
+        ax.text(i + 0.5, 0.5, "0" if pad else str(i - padding + 1), ha="center", va="center", fontsize=8)
+    for row, start in enumerate(starts):
+        y = -1.0 - 0.8 * row
+        ax.add_patch(plt.Rectangle((start + 0.08, y + 0.1), kernel_size - 0.16, 0.55, facecolor="C1", alpha=0.6))
+        ax.text(start + kernel_size / 2, y + 0.38, f"output {row + 1}", ha="center", va="center", fontsize=8)
+    ax.set_xlim(-0.2, width + 0.2)
+    ax.set_ylim(-1.0 - 0.8 * len(starts) + 0.4, 1.3)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    ax.set_title(title or f"{size} pixels (blue), padding {padding} (grey zeros), kernel {kernel_size}, stride {stride}: "
+                 "where the window fits (orange)", fontsize=10)
+    return ax
+
+
+def rate_distortion_plane(rates: Sequence[float], distortions: Sequence[float], betas: Sequence[float],
+                          ax: plt.Axes | None = None, title: str = "Rate against distortion, one point per KL weight") -> plt.Axes:
+    """Points (rate = KL, distortion = -E[log p(x|z)]) labelled by beta, joined in order, with the line
+    distortion + rate = -ELBO of the beta = 1 point (points above it have a worse ELBO). Notebook 03."""
+    rate, dist, beta = (_as_array(v, n) for v, n in ((rates, "rates"), (distortions, "distortions"), (betas, "betas")))
+    if not rate.shape == dist.shape == beta.shape or rate.ndim != 1 or rate.size == 0:
+        raise ValueError(f"rates, distortions and betas must be vectors of one length, got {rate.shape}, {dist.shape}, {beta.shape}")
+    ax = _axes(ax, (6, 4.5))
+    order = np.argsort(beta)
+    ax.plot(rate[order], dist[order], "-o", color="C0", zorder=3)
+    for r, d, b in zip(rate, dist, beta):
+        ax.annotate(f"β = {b:g}", (r, d), textcoords="offset points", xytext=(6, 6), fontsize=9)
+    if np.any(np.isclose(beta, 1.0)):
+        i = int(np.argmin(np.abs(beta - 1.0)))
+        elbo_line = rate[i] + dist[i]
+        r_line = np.linspace(0.0, max(rate.max(), elbo_line - dist.min()) * 1.05, 2)
+        ax.plot(r_line, elbo_line - r_line, ":", color="black",
+                label=f"distortion + rate = {elbo_line:.1f} (the -ELBO at β = 1)")
+        ax.legend(frameon=False, fontsize=9, loc="upper right")
+    ax.set_xlim(left=0)
+    pad = 0.1 * (dist.max() - dist.min() + 1.0)
+    ax.set_ylim(dist.min() - pad, dist.max() + pad)
+    ax.set_xlabel("rate: KL(q(z|x) || p(z)), nats per digit")
+    ax.set_ylabel("distortion: -E[log p(x|z)], nats per digit")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def kl_per_dimension_by_beta(kl: ArrayLike, betas: Sequence[float], threshold: float = 0.1, ax: plt.Axes | None = None,
+                             title: str = "KL of each latent dimension, sorted, for each KL weight") -> plt.Axes:
+    """One line per beta through the sorted mean KL of each latent dimension, ``kl`` (len(betas), D), on a log
+    axis, with the ``threshold`` below which a dimension counts as collapsed (its posterior is the prior). Notebook 03."""
+    values = kl.detach().cpu().numpy() if isinstance(kl, torch.Tensor) else np.asarray(kl, dtype=float)
+    beta = _as_array(betas, "betas")
+    if values.ndim != 2 or values.shape[0] != beta.size or values.shape[1] == 0:
+        raise ValueError(f"kl must be (len(betas), latent_dim) = ({beta.size}, D), got shape {values.shape}")
+    if not threshold > 0:
+        raise ValueError(f"threshold must be a positive number of nats, got {threshold!r}")
+    ax = _axes(ax, (6, 4.5))
+    dims = np.arange(1, values.shape[1] + 1)
+    colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.9, beta.size))
+    for row, b, colour in zip(values, beta, colours):
+        active = int((row > threshold).sum())
+        ax.plot(dims, np.sort(row)[::-1], "-o", ms=3, color=colour, label=f"β = {b:g}: {active} active")
+    ax.axhline(threshold, color="black", ls=":", lw=1.5, label=f"{threshold:g} nats")
+    ax.set_yscale("log")
+    ax.set_xticks(dims)
+    ax.set_xlabel("latent dimension, sorted by its KL")
+    ax.set_ylabel("mean KL per digit (nats, log scale)")
+    ax.set_title(title)
+    ax.legend(frameon=False, fontsize=8, loc="lower left")
+    ax.grid(alpha=0.3, which="both")
+    return ax

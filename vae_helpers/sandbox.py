@@ -111,8 +111,13 @@ def kernel_manager(sandbox: Sandbox):  # noqa: ANN201 - a jupyter_client AsyncKe
                                  "--IPKernelApp.parent_handle=1"])
 
         async def _async_launch_kernel(self, kernel_cmd, **kw):  # noqa: ANN001
+            import subprocess
+
             kw["env"] = sandbox.kernel_env()  # the grader's own environment (tokens, paths) stays out
             kw["cwd"] = str(sandbox.workdir)
+            # the kernel's own descriptors lead nowhere: what a submission writes to fd 1 or 2 (os.write,
+            # sys.__stdout__, a child process) never reaches the grader's terminal, its JSON or its log
+            kw["stdin"] = kw["stdout"] = kw["stderr"] = subprocess.DEVNULL
             return await super()._async_launch_kernel(kernel_cmd, **kw)
 
     return SandboxKernelManager(transport="ipc", ip=str(sandbox.workdir / "kernel"),

@@ -25,7 +25,7 @@ from torch import nn
 
 from . import threads
 from ._io import atomic_write_all
-from ._progress import progress_bar
+from ._progress import progress_bar, release
 
 SNAPSHOT_COST_RATIO = 100  # fit snapshots the weights at most once per 100x the time a snapshot takes
 LossFn = Callable[[nn.Module, torch.Tensor], dict[str, torch.Tensor]]
@@ -260,12 +260,14 @@ def fit(
     snap_seconds = last_snap - snap_start
     tuner = threads.tuner_for(device)  # CPU thread count: the policy of vae_helpers.threads
 
+    last_epoch = len(history) + num_epochs
+    slot = f"fit-{id(model)}-{time.perf_counter()}"  # the epochs of this call share one progress line
     try:
-        for epoch in range(len(history) + 1, len(history) + num_epochs + 1):
+        for epoch in range(len(history) + 1, last_epoch + 1):
             model.train()
             t0 = time.perf_counter()
             order = torch.randperm(n, generator=generator).to(device)
-            bar = progress_bar(n_batches, f"epoch {epoch}", progress)
+            bar = progress_bar(n_batches, f"epoch {epoch}/{last_epoch}", progress, slot=slot)
             sizes: list[int] = []
             checked = 0
             done = 0
@@ -330,6 +332,7 @@ def fit(
                 break
     finally:  # also when training stops early: leave the thread count where the tuner settled
         tuner.close()
+        release(slot)
         if home is not None and home != device:
             _move_model(model, optimizer, home)
     model.eval()

@@ -101,7 +101,8 @@ def call_learner(fn: Callable[..., Any], *args: Any, name: str | None = None, **
     A crash keeps the learner's exception as ``__cause__``, so the short-feedback handler can show
     the frames of the learner's own code.
     """
-    from ._guard import call_with_guard, read_learner_code
+    from ._guard import call_with_guard
+    from ._source import read_learner_code
 
     label = name or getattr(fn, "__name__", "your function")
     if not callable(fn):
@@ -193,16 +194,24 @@ def _preview(t: torch.Tensor) -> str:
 
 
 def points_table(exercises: Mapping[str, tuple[str, int]]) -> int:
-    """Print the notebook's points table (grade_id -> (exercise, points)) and return the total."""
+    """Print the notebook's points table (grade_id -> (exercise, points)) and return the maximum.
+
+    Exercises with "optional" in their title are listed but kept out of the maximum (their points come on top).
+    """
     if not exercises:
         raise ValueError("points_table needs at least one exercise")
     width = max(len(title) for title, _ in exercises.values())
     print(f"{'exercise':<{width}}  {'check cell':<28}  points")
-    total = 0
+    total = extra = 0
     for grade_id, (title, points) in exercises.items():
         if isinstance(points, bool) or not isinstance(points, int) or points < 0:
             raise ValueError(f"points for {grade_id!r} must be a non-negative int, got {points!r}")
         print(f"{title:<{width}}  {grade_id:<28}  {points:>6}")
-        total += points
-    print(f"{'total':<{width}}  {'':<28}  {total:>6}")
+        if "optional" in title.lower():
+            extra += points
+        else:
+            total += points
+    print(f"{'total (the maximum)':<{width}}  {'':<28}  {total:>6}")
+    if extra:
+        print(f"{'optional, on top':<{width}}  {'':<28}  {extra:>6}")
     return total

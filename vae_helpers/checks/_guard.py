@@ -3,21 +3,22 @@
 While the learner's code runs, every refused function is replaced by a tripwire: a Python function
 gets the tripwire's code object in place of its own (so every alias, method or saved reference to
 the same function object is caught), a built-in is replaced where the library exposes it. Seeding
-torch's global generator is refused in every check. Before the call, the learner's code is read:
-names that resolve to a refused object, and code objects equal to a refused reference's (pasted
-source), are refused too. Nothing the learner's code does during the call can switch this off,
-because the verdict is read from the guard's own record after the call.
+torch's global generator is refused in every check. torch's functions, Tensor's methods, builtins and
+the checkers are snapshotted around the call: whatever the learner's code changes there is undone and
+refused. Nothing the learner's code does during the call can switch this off, because the verdict is
+read from the guard's own record after the call. (Before the call, ``_source`` reads the learner's
+code for names bound to refused objects and pasted copies of a reference.)
 """
 
 from __future__ import annotations
 
-import dis
-import importlib
 import types
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Mapping
 
 import torch
+
+from ._source import resolve
 
 TAMPERED = "your code changed the checker's or vae_helpers' own functions while the check ran; write the answer " \
            "without touching them"
@@ -60,18 +61,54 @@ def _tripwire_code(key: str) -> types.CodeType:
     return code.replace(co_consts=tuple(key if c == "KEY" else c for c in code.co_consts))
 
 
-def resolve(path: str) -> Any:
-    """The object at a dotted path: ``"torch.distributions.Normal.log_prob"``, ``"vae_helpers.losses.gaussian_kl"``."""
-    parts = path.split(".")
-    for i in range(len(parts), 0, -1):
-        try:
-            obj: Any = importlib.import_module(".".join(parts[:i]))
-        except ImportError:
-            continue
-        for attribute in parts[i:]:
-            obj = getattr(obj, attribute)
-        return obj
-    raise ImportError(path)
+def _watched() -> list[Any]:
+    """The namespaces a learner's code could patch to fool a checker: torch's functions and Tensor methods, the checkers."""
+    import sys
+
+    import torch.nn.functional as F
+
+    found = [torch, torch.Tensor, F, torch.linalg, torch.special, torch.autograd, torch.random, sys.modules["builtins"]]
+    found += [m for name, m in sorted(sys.modules.items()) if m is not None and (  # modules whose globals never change
+        name.startswith("vae_helpers.checks") or name in ("vae_helpers.losses", "vae_helpers.models", "vae_helpers.flows"))]
+    return found
+
+
+def _torch_wrapper(value: Any) -> bool:
+    """True for a module, or a function written in torch's own files: what torch itself puts in place."""
+    import os
+
+    if isinstance(value, types.ModuleType):
+        return True
+    code = getattr(getattr(value, "__func__", value), "__code__", None)
+    return code is not None and os.path.abspath(code.co_filename).startswith(os.path.dirname(torch.__file__) + os.sep)
+
+
+def _snapshot(spaces: list[Any]) -> list[tuple[Any, dict[str, Any]]]:
+    return [(space, dict(vars(space))) for space in spaces]
+
+
+def _restore_snapshot(snapshot: list[tuple[Any, dict[str, Any]]], allowed: set[tuple[int, str]]) -> bool:
+    """Put back every attribute the learner's code changed, added or removed; True if there was any.
+
+    Modules that appear (a lazy ``import torch.distributions``) are not changes; ``allowed`` are the
+    guard's own tripwires, which the guard itself restores.
+    """
+    changed = False
+    for space, before in snapshot:
+        now = vars(space)
+        for name in set(now) - set(before):
+            if not _torch_wrapper(now[name]):
+                changed = True
+                delattr(space, name)
+        for name, value in before.items():
+            if (id(space), name) in allowed:
+                continue
+            if name not in now or now[name] is not value:
+                if name in now and _torch_wrapper(now[name]):
+                    continue  # torch wraps some functions when it first imports a submodule (manual_seed for dynamo)
+                changed = True
+                setattr(space, name, value)
+    return changed
 
 
 def _owners(target: Any) -> list[tuple[Any, str]]:
@@ -114,6 +151,8 @@ def guarded(refused: Mapping[str, str]) -> Iterator[list[str]]:
             for owner, name in owners:
                 swapped_attr.append((owner, name, owner.__dict__.get(name, _MISSING) if isinstance(owner, type) else getattr(owner, name)))
                 setattr(owner, name, wire)
+        allowed = {(id(owner), name) for owner, name, _ in swapped_attr}
+        snapshot = _snapshot(_watched())
         _ACTIVE.append(guard)
         wires = [(fn, fn.__code__) for fn, _ in swapped_code] + [(owner, name) for owner, name, _ in swapped_attr]
         tripped = _tripped
@@ -123,6 +162,8 @@ def guarded(refused: Mapping[str, str]) -> Iterator[list[str]]:
         intact = (_ACTIVE and _ACTIVE[-1] is guard and globals()["_tripped"] is tripped
                   and all(fn.__code__ is code for fn, code in wires[:len(swapped_code)])
                   and all(getattr(owner, name, None) is installed[(id(owner), name)] for owner, name in wires[len(swapped_code):]))
+        if _restore_snapshot(snapshot, allowed):
+            intact = False
         if not intact:
             messages[TAMPERED] = TAMPERED
             guard["hits"].insert(0, TAMPERED)
@@ -149,144 +190,6 @@ class _HitView:
 
     def messages(self) -> list[str]:
         return [self._messages[key] for key in self._guard["hits"]]
-
-
-# ----------------------------------------------------------------------------- reading the learner's code
-
-
-def _tokens(code: types.CodeType) -> list[tuple[str, Any]]:
-    """The instructions of ``code`` without line numbers or local names: what a pasted copy keeps."""
-    out = []
-    for ins in dis.get_instructions(code):
-        if ins.opname in ("RESUME", "NOP", "CACHE", "EXTENDED_ARG"):
-            continue
-        if "FAST" in ins.opname or "DEREF" in ins.opname:
-            out.append((ins.opname, None))
-        elif isinstance(ins.argval, types.CodeType):
-            out.append((ins.opname, "<code>"))
-        else:
-            out.append((ins.opname, repr(ins.argval)))
-    return out
-
-
-def _contains(haystack: list[Any], needle: list[Any]) -> bool:
-    n = len(needle)
-    return n > 0 and any(haystack[i:i + n] == needle for i in range(len(haystack) - n + 1))
-
-
-def _code_objects(code: types.CodeType) -> Iterator[types.CodeType]:
-    yield code
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            yield from _code_objects(const)
-
-
-def _functions_of(obj: Any) -> list[types.FunctionType]:
-    """The learner's own functions reachable from ``obj``: a function, a class's methods, a module's class."""
-    if isinstance(obj, torch.nn.Module):
-        obj = type(obj)
-    if isinstance(obj, types.MethodType):
-        obj = obj.__func__
-    if isinstance(obj, types.FunctionType):
-        return [obj]
-    if isinstance(obj, type):
-        found = []
-        for klass in obj.__mro__:
-            if _is_library(klass):
-                continue
-            for value in vars(klass).values():
-                value = getattr(value, "__func__", value)
-                if isinstance(value, types.FunctionType):
-                    found.append(value)
-        return found
-    call = getattr(type(obj), "__call__", None)
-    return [call] if isinstance(call, types.FunctionType) and not _is_library(type(obj)) else []
-
-
-def _library_dirs() -> tuple[str, ...]:
-    """Folders whose code is not the learner's: this package, the standard library, installed packages."""
-    import os
-    import sysconfig
-
-    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    paths = {sysconfig.get_path(key) for key in ("stdlib", "platstdlib", "purelib", "platlib")}
-    return tuple(os.path.abspath(p) + os.sep for p in {package, *paths} if p)
-
-
-def _is_library(obj: Any) -> bool:
-    """True for code of a library (by the file a function was written in; by the module a class belongs to)."""
-    import os
-
-    if isinstance(obj, types.FunctionType):
-        return os.path.abspath(obj.__code__.co_filename).startswith(_library_dirs())
-    module = getattr(obj, "__module__", "") or ""
-    return module.split(".")[0] in ("torch", "vae_helpers", "builtins", "numpy", "math", "functools", "typing", "abc")
-
-
-def read_learner_code(obj: Any, refused: Mapping[str, str], depth: int = 3) -> str | None:
-    """The message of the first refused thing the learner's code names or pastes, or None.
-
-    Walks the learner's functions (and the notebook functions they name, ``depth`` levels deep): a
-    global name bound to a refused object is refused; a code object whose instructions contain all
-    of a refused ``vae_helpers`` function's instructions is a pasted copy.
-    """
-    targets: dict[int, str] = {}
-    codes: dict[int, str] = {}
-    pasted: list[tuple[list[Any], str]] = []
-    for path, message in refused.items():
-        try:
-            target = resolve(path)
-        except (ImportError, AttributeError):
-            continue
-        raw = getattr(target, "__func__", target)
-        targets[id(raw)] = message
-        if isinstance(raw, types.FunctionType):
-            codes[id(raw.__code__)] = message
-        if isinstance(raw, types.FunctionType) and path.startswith("vae_helpers."):
-            tokens = _tokens(raw.__code__)
-            if len(tokens) >= 8:
-                pasted.append((tokens, f"your answer is a copy of vae_helpers' own {path.removeprefix('vae_helpers.')}; "
-                                       "write it yourself"))
-    direct = getattr(obj, "__func__", obj)
-    if id(direct) in targets:
-        return targets[id(direct)]
-    queue = [(fn, 0) for fn in _functions_of(obj)]
-    visited: set[int] = set()
-    while queue:
-        fn, level = queue.pop()
-        if id(fn) in visited:
-            continue
-        visited.add(id(fn))
-        if id(fn) in targets:
-            return targets[id(fn)]
-        for code in _code_objects(fn.__code__):
-            tokens = _tokens(code)
-            for needle, message in pasted:
-                if _contains(tokens, needle):
-                    return message
-            for name in code.co_names:
-                value = fn.__globals__.get(name, _MISSING)
-                if value is _MISSING:
-                    continue
-                raw = getattr(value, "__func__", value)
-                if id(raw) in targets:
-                    return targets[id(raw)]
-                if isinstance(raw, types.CodeType) and id(raw) in codes:
-                    return codes[id(raw)]
-                if level < depth and not _is_library(raw) and (isinstance(raw, (types.FunctionType, type))):
-                    queue.extend((f, level + 1) for f in _functions_of(raw))
-    return None
-
-
-def library_modules(model: torch.nn.Module, allowed: tuple[type, ...] = ()) -> str | None:
-    """The name of the first ``vae_helpers`` model class that ``model`` is, derives from or holds, or None."""
-    for klass in type(model).__mro__:
-        if klass.__module__.startswith("vae_helpers.") and klass not in allowed:
-            return f"{klass.__module__}.{klass.__qualname__}"
-    for name, sub in model.named_modules():
-        if name and type(sub).__module__.startswith("vae_helpers."):
-            return f"{type(sub).__module__}.{type(sub).__qualname__} (as {name})"
-    return None
 
 
 def call_with_guard(fn: Callable[..., Any], args: tuple, kwargs: Mapping[str, Any],

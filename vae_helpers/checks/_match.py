@@ -129,8 +129,6 @@ def build_learner_module(cls: Callable[..., torch.nn.Module], args: tuple, kwarg
     ``allowed`` are ``vae_helpers`` base classes the exercise asks for (``models.VAEBase``).
     ``dry_run(model)`` runs one forward pass, which gives lazy layers their shapes.
     """
-    from ._guard import library_modules
-
     model = call_learner(cls, *args, name=label, **kwargs)
     if not isinstance(model, torch.nn.Module):
         raise CheckFailed(f"{label}(...) should build a torch.nn.Module (class {label}(nn.Module) with super().__init__()), "
@@ -142,3 +140,14 @@ def build_learner_module(cls: Callable[..., torch.nn.Module], args: tuple, kwarg
     shared_between_instances(cls, args, kwargs, label, model)
     materialise(model, lambda: call_learner(dry_run, model, name=f"{label}.forward"), label)
     return model
+
+
+def library_modules(model: torch.nn.Module, allowed: tuple[type, ...] = ()) -> str | None:
+    """The name of the first ``vae_helpers`` model class that ``model`` is, derives from or holds, or None."""
+    for klass in type(model).__mro__:
+        if klass.__module__.startswith("vae_helpers.") and klass not in allowed:
+            return f"{klass.__module__}.{klass.__qualname__}"
+    for name, sub in model.named_modules():
+        if name and type(sub).__module__.startswith("vae_helpers."):
+            return f"{type(sub).__module__}.{type(sub).__qualname__} (as {name})"
+    return None

@@ -51,15 +51,15 @@ def check_conv_output_size(fn: Callable[[int, int, int, int], int]) -> None:
     expected = [conv_output_size(*case) for case in _CONV_CASES]
     assert expected == torch_sizes, "internal error: reference conv_output_size disagrees with nn.Conv2d"
     mistakes = {
-        "the padding is added on both sides of the image: use size + 2 * padding":
+        "the padding is added on both sides of the image, so it lengthens the row twice":
             [(n + p - k) // s + 1 for n, k, s, p in _CONV_CASES],
         "you forgot the + 1 (a kernel that fits exactly once still gives one output pixel)":
             [(n + 2 * p - k) // s for n, k, s, p in _CONV_CASES],
         "you rounded up; PyTorch rounds down (floor division //), the last partial window is dropped":
             [math.ceil((n + 2 * p - k) / s) + 1 for n, k, s, p in _CONV_CASES],
-        "you ignored the stride: divide (size + 2 * padding - kernel_size) by the stride":
+        "you ignored the stride: the window moves by stride pixels at a time, so it has fewer positions":
             [n + 2 * p - k + 1 for n, k, s, p in _CONV_CASES],
-        "the + 1 belongs outside the division: (size + 2 * padding - kernel_size) // stride + 1":
+        "you added the 1 before dividing by the stride; the starting position counts once, whatever the stride":
             [(n + 2 * p - k + 1) // s for n, k, s, p in _CONV_CASES],
         "you forgot to subtract the kernel size (the window must fit inside the padded image)":
             [(n + 2 * p) // s + 1 for n, k, s, p in _CONV_CASES],
@@ -106,9 +106,8 @@ def check_conv_decode(fn: Callable[[Any, torch.Tensor], torch.Tensor]) -> None:
             except CheckFailed as err:
                 if "shape" not in str(err) and "size" not in str(err):
                     raise
-                raise CheckFailed(f"{err}. Hint: reshape the dense output with the batch size of z and the model's "
-                                  f"own sizes, h.view(z.shape[0], C, s, s) with C = model.config.channels[-1] "
-                                  f"and s = model.config.feature_size (here {C} and {s}); do not hard-code 64 or 14") from err.__cause__
+                raise CheckFailed(f"{err}. Hint: take the batch size of the reshape from z and the feature-map "
+                                  "sizes from model.config; do not hard-code 64 or 14") from err.__cause__
             expected = model.decode(z)
             h = model.from_z(z)
             channels_last = model.decoder(h.view(batch, s, s, C).permute(0, 3, 1, 2))
@@ -126,15 +125,15 @@ def check_conv_decode(fn: Callable[[Any, torch.Tensor], torch.Tensor]) -> None:
                 elif len(shape) == 4 and shape[0] == batch:
                     hint = "the image is not 28 x 28: run h through all of model.decoder after the reshape"
                 else:
-                    hint = f"reshape the dense output to (B, C, s, s) = (B, {C}, {s}, {s}) with B = z.shape[0], then apply model.decoder"
+                    hint = "between model.from_z and model.decoder the flat vector must become the feature maps the decoder's first layer expects"
                 raise CheckFailed(f"conv_decode returned shape {shape}, expected {(batch, 1, 28, 28)}: {hint}")
             out = expect_tensor(out, (batch, 1, 28, 28), "conv_decode")
             compare(out, expected, "conv_decode", {
                 "you returned probabilities (a sigmoid); decode returns logits, the Bernoulli likelihood applies the sigmoid itself":
                     torch.sigmoid(expected),
-                "you reshaped channels last, view(B, s, s, C); PyTorch convolutions want channels first: view(B, C, s, s)":
+                "you reshaped channels last; PyTorch convolutions want the channels first, right after the batch":
                     channels_last,
-                "you skipped the ReLU after the dense layer: use model.from_z (Linear then ReLU), not model.from_z[0]":
+                "you skipped the ReLU after the dense layer: model.from_z holds the dense layer and its activation":
                     no_relu,
             }, rtol=1e-4, atol=1e-5)
             trial.check_gradients()
@@ -154,24 +153,24 @@ def check_interpolate_latents(fn: Callable[[torch.Tensor, torch.Tensor, int], to
         out = trial.got
         if isinstance(out, torch.Tensor) and tuple(out.shape) == (dim, n) and dim != n:
             raise CheckFailed(f"interpolate_latents returned shape {(dim, n)}, expected {(n, dim)}: one row per step "
-                              "(num_steps, D); transpose, or build t as a column t[:, None]")
+                              "(num_steps, D)")
         if isinstance(out, torch.Tensor) and out.dim() == 2 and out.shape[1] == dim and out.shape[0] != n:
             raise CheckFailed(f"interpolate_latents returned {out.shape[0]} steps, expected num_steps = {n}, "
-                              "both ends included: torch.linspace(0, 1, num_steps)")
+                              "both ends included")
         out = expect_tensor(out, (n, dim), "interpolate_latents", hint="Return one row per step: (num_steps, D).")
         t = torch.linspace(0.0, 1.0, n)[:, None]
         expected = torch.lerp(z_start, z_end, t)
         inner = torch.linspace(0.0, 1.0, n + 2)[1:-1, None]
         compare(out, expected, "interpolate_latents", {
-            "the path runs backwards: row 0 must be z_start and the last row z_end, z(t) = (1 - t) z_start + t z_end":
+            "the path runs backwards: row 0 must be z_start and the last row z_end":
                 expected.flip(0),
-            "the end point is missing: t must reach 1, torch.linspace(0, 1, num_steps) (not arange(n) / n)":
+            "the end point is missing: the last step must reach z_end":
                 torch.lerp(z_start, z_end, torch.arange(n)[:, None] / n),
-            "the start point is missing: t must start at 0, torch.linspace(0, 1, num_steps)":
+            "the start point is missing: the first step must be z_start":
                 torch.lerp(z_start, z_end, torch.arange(1, n + 1)[:, None] / n),
-            "both end points are missing: include t = 0 and t = 1, torch.linspace(0, 1, num_steps)":
+            "both end points are missing: the first row must be z_start and the last z_end":
                 torch.lerp(z_start, z_end, inner),
-            "the weights do not add up to 1: use (1 - t) * z_start + t * z_end":
+            "the weights of the two ends do not add up to 1, so the points leave the segment":
                 z_start + t * z_end,
         }, rtol=1e-5, atol=1e-5)
         trial.check_gradients()

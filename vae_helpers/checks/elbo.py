@@ -94,10 +94,10 @@ def check_negative_elbo(fn: Callable[[torch.nn.Module, torch.Tensor], torch.Tens
             recon = closed - kl  # -log p(x|z), (B,)
         ref = closed.mean()
         compare(got, ref, "negative_elbo", {
-            "you returned the ELBO; the loss to minimise is its negative, -log p(x|z) + KL": -ref,
+            "you returned the ELBO; the loss to minimise is its negative": -ref,
             "you summed over the batch; take the mean so the loss does not grow with the batch size": ref * x.shape[0],
             "the KL term is missing": recon.mean(),
-            "the KL must be added: -ELBO = -log p(x|z) + KL(q(z|x) || p(z))": (recon - kl).mean(),
+            "the KL term has the wrong sign: in the loss it is a cost": (recon - kl).mean(),
             "the reconstruction term -log p(x|z) is missing": kl.mean(),
             "the reconstruction term has the wrong sign: it is minus the log-likelihood": (-recon + kl).mean(),
         }, rtol=1e-4, atol=1e-4)
@@ -117,7 +117,7 @@ def check_negative_elbo(fn: Callable[[torch.nn.Module, torch.Tensor], torch.Tens
             mu_b, logvar_b = learner_model.encode(big)
         return ((zs_big[0].detach() - mu_b) / torch.exp(0.5 * logvar_b))
 
-    n = check_fresh_noise(draw, "negative_elbo", hint="mu + exp(logvar / 2) * torch.randn_like(mu)")
+    n = check_fresh_noise(draw, "negative_elbo", hint="draw z with reparameterize, which takes fresh noise on every call")
     trial.check_gradients(expected=[chosen])
     ok(f"negative_elbo: the batch mean of -log p(x|z) + KL in value and in gradient for every weight of both networks, "
        f"on your own draws of z; fresh, standard normal noise on {n} draws")
@@ -153,16 +153,16 @@ def check_iwae_estimate(fn: Callable[[torch.nn.Module, torch.Tensor, int], torch
                               "log_w (k, B): reduce over dim=0 to get one estimate per input")
         if isinstance(got, torch.Tensor) and tuple(got.shape) == (batch,) and not torch.isfinite(got).all():
             raise CheckFailed("iwae_estimate returned -inf or nan: exp(log_w) underflows to 0 for log-weights near "
-                              "-700; use torch.logsumexp, which subtracts the largest log-weight first")
+                              "-700; never exponentiate a large negative log-weight as it is")
         got = expect_tensor(got, (batch,), "iwae_estimate", hint="Return one estimate per input, shape (B,).")
         ref = torch.logsumexp(log_w, 0) - math.log(k)
         compare(got, ref, "iwae_estimate", {
-            "the -log k is missing: the estimate is the log of the AVERAGE weight, (1/k) sum_i w_i": ref + math.log(k),
+            "the 1/k is missing: the bound is the log of the average weight, not of the sum": ref + math.log(k),
             "you averaged the log-weights: that is the ELBO estimate; take the log of the average weight instead":
                 log_w.mean(0),
             "wrong sign: return the estimate of log p(x), not the negative log-likelihood": -ref,
-            "you kept only the largest log-weight (max); add up all k weights with torch.logsumexp": log_w.max(0).values,
-            "you kept only the largest log-weight (max) minus log k; add up all k weights with torch.logsumexp":
+            "you kept only the largest log-weight (max); the bound adds up all k weights": log_w.max(0).values,
+            "you kept only the largest log-weight (max) minus log k; the bound adds up all k weights":
                 log_w.max(0).values - math.log(k),
         })
         trial.check_gradients()

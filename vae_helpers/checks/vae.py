@@ -38,7 +38,7 @@ def _expect_nb02(out: Any, shape: tuple[int, ...], label: str, what: str) -> tor
                           "batch dimension (dim=0); sum over the last dimension (dim=-1) instead")
     if isinstance(out, torch.Tensor) and torch.isnan(out).any():
         raise CheckFailed(f"{label} returned nan: did you take the log or square root of logvar? logvar can be "
-                          "negative; the variance is exp(logvar) and the standard deviation exp(logvar / 2)")
+                          "negative: it is already a logarithm, and exp turns it back into a variance")
     return expect_tensor(out, shape, label, hint=f"Return {what}.")
 
 
@@ -71,7 +71,7 @@ def check_gaussian_kl(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) 
         assert close(ref, expected), "internal error: reference gaussian_kl disagrees with torch.distributions"
         mu2, var = mu.pow(2), logvar.exp()
         mistakes = {
-            "wrong sign: a KL divergence is never negative; KL = -1/2 * sum(1 + logvar - mu^2 - exp(logvar))": -ref,
+            "wrong sign: a KL divergence is never negative": -ref,
             "you averaged over the latent dimensions; the KL of independent dimensions is their sum": ref / dim,
             "the factor 1/2 in front of the sum is missing": 2 * ref,
             "the constant 1 inside the sum is missing (with it, the KL is 0 when mu = 0 and logvar = 0)": ref + 0.5 * dim,
@@ -81,7 +81,7 @@ def check_gaussian_kl(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) 
                 -0.5 * torch.sum(1 + logvar - mu2 - torch.exp(0.5 * logvar), -1),
             "you used log(sigma) = logvar / 2 where log(sigma^2) = logvar belongs":
                 -0.5 * torch.sum(1 + 0.5 * logvar - mu2 - var, -1),
-            "the mu^2 term has the wrong sign: it enters as -mu^2 inside the sum": -0.5 * torch.sum(1 + logvar + mu2 - var, -1),
+            "the mu^2 term has the wrong sign: a mean far from 0 must cost more, not less": -0.5 * torch.sum(1 + logvar + mu2 - var, -1),
             "mu must be squared": -0.5 * torch.sum(1 + logvar - mu - var, -1),
         }
         compare(got, ref, "gaussian_kl", mistakes)
@@ -112,8 +112,8 @@ def check_gaussian_log_likelihood(fn: Callable[[torch.Tensor, torch.Tensor, torc
             "wrong sign: return the log-density log N(x; mu, exp(logvar)), not its negative (the loss)": -ref,
             "the constant -1/2 log(2 pi) per pixel is missing (without it the density does not integrate to 1)":
                 ref + 0.5 * dim * _LOG_2PI,
-            "the normalising term -1/2 logvar (the log of 1/sigma) is missing": ref + 0.5 * logvar.sum(-1),
-            "the logvar term has the wrong sign: log N contains -1/2 logvar": ref + logvar.sum(-1),
+            "the normalising term in logvar (the log of the 1/sigma in front of the density) is missing": ref + 0.5 * logvar.sum(-1),
+            "the logvar term has the wrong sign: a wider Gaussian has a lower density at its peak": ref + logvar.sum(-1),
             "you divided by the standard deviation exp(logvar / 2) where the variance exp(logvar) belongs":
                 -0.5 * torch.sum(_LOG_2PI + logvar + sq * torch.exp(-0.5 * logvar), -1),
             "you multiplied the squared error by the variance instead of dividing by it":
@@ -164,8 +164,8 @@ def check_reparameterize(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor
         raise CheckFailed("dz/dmu should be 1 for every entry: z is mu plus noise that does not depend on mu" + hint)
     noise = (z - mu).detach()
     compare(d_logvar, 0.5 * noise, "dz/dlogvar", {
-        "you scaled eps by the variance exp(logvar); the standard deviation is exp(logvar / 2)": noise,
-        "you used logvar itself as the standard deviation; it is exp(logvar / 2)": noise / logvar.detach(),
+        "you scaled eps by the variance; the noise must be scaled by the standard deviation": noise,
+        "you used logvar itself as the standard deviation; logvar is the log of the variance": noise / logvar.detach(),
         "no gradient reaches logvar through the scale: sigma must stay connected to logvar "
         "(no .detach(), no torch.no_grad())": torch.zeros_like(noise),
     })
@@ -227,7 +227,7 @@ def check_active_units(fn: Callable[[torch.Tensor, float], Any]) -> None:
         out = call_learner(fn, mu.clone(), threshold, name="active_units")
         if isinstance(out, torch.Tensor) and (out.numel() != 1 or out.is_floating_point() or out.dtype == torch.bool):
             raise CheckFailed(f"active_units returned a tensor of shape {tuple(out.shape)}; return the number of active "
-                              "dimensions as an int, e.g. int((variance > threshold).sum())")
+                              "dimensions as a Python int (one number), not a tensor")
         out = plain_int(out, "active_units")
         variance = mu.var(0)  # (D,): how much each coordinate of the code moves with the input
         expected = int((variance > threshold).sum())
@@ -236,10 +236,10 @@ def check_active_units(fn: Callable[[torch.Tensor, float], Any]) -> None:
             continue
         hints = [(int((mu.var(1) > threshold).sum()), "the variance is over the data, dim=0 (one value per latent dimension)"),
                  (int((mu.std(0) > threshold).sum()), "compare the variance with the threshold, not the standard deviation"),
-                 (int((mu.mean(0).abs() > threshold).sum()), "activity is the variance of mu over the data, not its mean"),
+                 (int((mu.mean(0).abs() > threshold).sum()), "the mean of mu says where the codes lie, not whether they move with the input"),
                  (int((variance <= threshold).sum()), "you counted the inactive dimensions; count those above the threshold")]
         hint = next((h for count, h in hints if count == out),
-                    "count the dimensions j with Var_x[mu_j(x)] > threshold, the variance taken over dim=0")
+                    "your statistic does not tell the dimensions whose mean moves with the input from those whose mean stays put")
         raise CheckFailed(f"active_units gave {out} for a case with {expected} active dimensions of {mu.shape[1]}. "
                           f"Likely mistake: {hint}")
     ok(f"active_units counts the dimensions whose posterior mean varies over the data, on {len(cases)} cases")
