@@ -134,8 +134,8 @@ def bce_right(x, logits):
     return -(x * logits - F.softplus(logits)).sum(dim=1).mean()
 
 
-def bce_pytorch(x, logits):
-    return F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(dim=1).mean()
+def bce_logsigmoid(x, logits):
+    return -(x * F.logsigmoid(logits) + (1 - x) * F.logsigmoid(-logits)).sum(dim=1).mean()
 
 
 def bce_naive(x, logits):
@@ -147,7 +147,7 @@ def bce_clamped(x, logits):
     return F.binary_cross_entropy(torch.sigmoid(logits), x, reduction="sum") / x.shape[0]
 
 
-@pytest.mark.parametrize("fn", [bce_right, bce_pytorch])
+@pytest.mark.parametrize("fn", [bce_right, bce_logsigmoid])
 def test_cross_entropy_accepts_right_answers(fn, capsys):
     checks.check_cross_entropy_loss(fn)
     assert capsys.readouterr().out.startswith("✓")
@@ -155,8 +155,8 @@ def test_cross_entropy_accepts_right_answers(fn, capsys):
 
 @pytest.mark.parametrize("fn, hint", [
     (lambda x, a: -bce_right(x, a), "wrong sign"),
-    (lambda x, a: F.binary_cross_entropy_with_logits(a, x), "averaged over the pixels as well"),
-    (lambda x, a: F.binary_cross_entropy_with_logits(a, x, reduction="sum"), "summed over the batch as well"),
+    (lambda x, a: (F.softplus(a) - x * a).mean(), "averaged over the pixels as well"),
+    (lambda x, a: (F.softplus(a) - x * a).sum(), "summed over the batch as well"),
     (lambda x, a: -(x * a - F.softplus(a)).sum(dim=1), "one value per image"),
     (lambda x, a: -(x * F.logsigmoid(a)).sum(dim=1).mean(), "\\(1 - x\\) \\* log\\(1 - x_hat\\) term is missing"),
     (lambda x, a: -(x * torch.log(a) + (1 - x) * torch.log(1 - a)).sum(dim=1).mean(), "returned nan"),
@@ -252,7 +252,7 @@ def test_training_step_accepts_right_answers(fn, capsys):
 
 
 @pytest.mark.parametrize("fn, hint", [
-    (step_no_zero_grad, "call optimizer.zero_grad\\(\\) before loss.backward\\(\\)"),
+    (step_no_zero_grad, "backward\\(\\) adds to the .grad already there"),
     (step_no_step, "optimizer.step\\(\\) was not called"),
     (step_before_backward, "optimizer.step\\(\\) was not called after loss.backward\\(\\)"),
     (step_no_backward, "no gradient reached the parameters"),

@@ -378,7 +378,12 @@ CATALOGUE = [
         lambda x, l: F.binary_cross_entropy(torch.sigmoid(l), x, reduction="sum") / len(x), "breaks for large ones"),
     row("cross_entropy_loss", "valid", "logsigmoid", lambda x, l: -(x * F.logsigmoid(l) + (1 - x) * F.logsigmoid(-l)).sum(1).mean()),
     row("cross_entropy_loss", "valid", "softplus", lambda x, l: (F.softplus(l) - x * l).sum(-1).mean()),
-    row("cross_entropy_loss", "valid", "nn.BCEWithLogitsLoss", lambda x, l: nn.BCEWithLogitsLoss(reduction="sum")(l, x) / x.shape[0]),
+    row("cross_entropy_loss", "cheat", "nn.BCEWithLogitsLoss", lambda x, l: nn.BCEWithLogitsLoss(reduction="sum")(l, x) / x.shape[0],
+        "ready-made cross-entropy from logits"),
+    row("cross_entropy_loss", "cheat", "F.binary_cross_entropy_with_logits", lambda x, l: F.binary_cross_entropy_with_logits(
+        l, x, reduction="none").sum(1).mean(), "ready-made cross-entropy from logits"),
+    row("cross_entropy_loss", "valid", "log1p(exp(-|a|)) by hand", lambda x, l: (l.clamp(min=0) - x * l
+        + torch.log1p(torch.exp(-l.abs()))).sum(1).mean()),
     row("autoencoder_module", "valid", "four Linear attributes", _ae_class()),
     row("autoencoder_module", "valid", "nn.Sequential halves", _SequentialAE),
     row("autoencoder_module", "cheat", "wraps models.Autoencoder", _ReferenceInside, r"builds vae_helpers' own models.Autoencoder"),
@@ -396,6 +401,10 @@ CATALOGUE = [
     row("train_autoencoder", "mistake", "no optimizer.step", _loop(step=False), "did not change the model"),
     row("training_step", "cheat", "train.fit", _step_via_fit, r"calls vae_helpers.train.fit; write it yourself"),
     row("training_step", "valid", "model.zero_grad and autograd.backward", _step_with_model_zero_grad),
+    row("training_step", "mistake", "zero_grad between backward and step", lambda m, opt, x, f: (
+        (loss := f(m, x)["loss"]).backward(), opt.zero_grad(), opt.step(), loss.item())[-1], "no gradient reached the parameters"),
+    row("cross_entropy_loss", "valid", "softplus of -a for the inked pixels", lambda x, l: (x * F.softplus(-l)
+        + (1 - x) * F.softplus(l)).sum(1).mean()),
     # notebook 02
     row("gaussian_kl", "cheat", "losses.gaussian_kl", losses.gaussian_kl, r"calls vae_helpers.losses.gaussian_kl; write it yourself"),
     row("gaussian_kl", "cheat", "losses.gaussian_kl_per_dim", lambda mu, lv: losses.gaussian_kl_per_dim(mu, lv).sum(-1),

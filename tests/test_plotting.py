@@ -210,6 +210,16 @@ def test_gallery_takes_numpy_and_binary_images():
     plotting.gallery((torch.rand(4, 1, 28, 28) > 0.5).float(), ax=ax)
 
 
+def test_step_curves_draws_each_run_and_marks_a_diverged_one():
+    ax = plotting.step_curves({"a": [3.0, 2.0, 1.0] * 5, "b": [3.0, 2.0, float("nan")]}, title="t", smooth=2)
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert labels[0] == "a" and "b (diverged)" in labels
+    with pytest.raises(TypeError):
+        plotting.step_curves({}, title="t")
+    with pytest.raises(ValueError):
+        plotting.step_curves({"a": [1.0]}, title="t", smooth=0)
+
+
 def test_sliding_windows_draws_one_bar_per_output():
     from vae_helpers.models import conv_output_size
 

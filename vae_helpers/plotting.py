@@ -410,6 +410,48 @@ def reparameterization_graph(reparameterized: bool = True, ax: plt.Axes | None =
     return ax
 
 
+def step_curves(curves: dict[str, Sequence[float]], title: str, ylabel: str = "training loss per image",
+                ax: plt.Axes | None = None, smooth: int = 10, log_scale: bool = False) -> plt.Axes:
+    """Loss per optimisation step of several short runs, one line each (running mean over ``smooth`` steps).
+
+    ``curves`` maps a label to the loss of every step; a run that diverged ends in a non-finite value, which is
+    drawn as an "x" at the top of the axes where the line stops, with "(diverged)" added to its label.
+    """
+    if not isinstance(curves, dict) or not curves:
+        raise TypeError("curves must be a non-empty dict mapping a label to a sequence of per-step losses")
+    if isinstance(smooth, bool) or not isinstance(smooth, int) or smooth < 1:
+        raise ValueError(f"smooth must be a positive int, got {smooth!r}")
+    ax = _axes(ax, (6, 3.5))
+    diverged = []
+    for i, (label, values) in enumerate(curves.items()):
+        v = (values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values, dtype=float)).astype(float).ravel()
+        if v.size == 0:
+            raise ValueError(f"curves[{label!r}] is empty")
+        finite = np.isfinite(v)
+        stop = int(np.argmin(finite)) if not finite.all() else v.size
+        kept = v[:stop]
+        if kept.size >= smooth:
+            running = np.convolve(kept, np.ones(smooth) / smooth, mode="valid")
+            ax.plot(np.arange(smooth, kept.size + 1), running, color=f"C{i}",
+                    label=label + (" (diverged)" if stop < v.size else ""))
+        elif kept.size:  # too short to smooth: every step as a point
+            ax.plot(np.arange(1, kept.size + 1), kept, "-o", ms=3, color=f"C{i}",
+                    label=label + (" (diverged)" if stop < v.size else ""))
+        if stop < v.size:
+            diverged.append((stop + 1, f"C{i}", label if not kept.size else None))
+    if log_scale:
+        ax.set_yscale("log")
+    for step, colour, label in diverged:
+        ax.plot([step], [1.0], "x", color=colour, ms=9, mew=2, transform=ax.get_xaxis_transform(), clip_on=False,
+                label=None if label is None else label + " (diverged)")
+    ax.set_xlabel("optimisation step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax
+
+
 def sliding_windows(size: int, kernel_size: int, stride: int = 1, padding: int = 0, ax: plt.Axes | None = None,
                     title: str | None = None) -> plt.Axes:
     """One row of ``size`` pixels with ``padding`` zeros on each side and, below it, every position at which a

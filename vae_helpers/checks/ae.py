@@ -10,6 +10,11 @@ from ._core import CheckFailed, call_learner, close, compare, expect_tensor, ok,
 from ._judge import Trial
 
 
+_BCE_READY = ("your answer uses PyTorch's ready-made cross-entropy from logits ({}); build it yourself from "
+              "log sigma(a) and log(1 - sigma(a)) written with F.softplus or F.logsigmoid")
+READY_BCE = {path: _BCE_READY.format(path.removeprefix("torch.")) for path in (
+    "torch.nn.functional.binary_cross_entropy_with_logits", "torch.binary_cross_entropy_with_logits")}
+
 # (B, input, hidden, latent): small layers, batch sizes unlike the other dims so a wrong axis shows
 _AE_SHAPES = ((5, 12, 9, 3), (8, 20, 6, 2), (3, 7, 11, 4))
 
@@ -144,7 +149,7 @@ def check_squared_error_loss(fn: Callable[[torch.Tensor, torch.Tensor], torch.Te
     ok(f"{label} matches F.mse_loss(reduction='sum') / batch in value and gradient on {len(cases)} cases")
 
 
-@refuses("losses.bernoulli_log_likelihood", "models.autoencoder_loss")
+@refuses("losses.bernoulli_log_likelihood", "models.autoencoder_loss", library=READY_BCE)
 def check_cross_entropy_loss(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
     """Check ``fn(x, logits) -> scalar``: binary cross-entropy from logits, summed over pixels, averaged over the batch."""
     import torch.nn.functional as F
@@ -158,9 +163,8 @@ def check_cross_entropy_loss(fn: Callable[[torch.Tensor, torch.Tensor], torch.Te
         trial = Trial(fn, lambda a, b: -bernoulli_log_likelihood(a, b).mean(), (x, logits), label=label, names=(None, "logits"))
         out = trial.got
         if isinstance(out, torch.Tensor) and torch.isnan(out).any():
-            raise CheckFailed(f"{label} returned nan: logits can be any real number, so log(logits) or "
-                              "log(1 - logits) fails; turn them into probabilities with a sigmoid, or better, "
-                              "compute from the logits: -(x * logits - F.softplus(logits))")
+            raise CheckFailed(f"{label} returned nan: logits can be any real number, not probabilities, so their "
+                              "log fails; write log sigma(a) and log(1 - sigma(a)) as functions of the logits a")
         got = _expect_batch_scalar(out, batch, label)
         ref = -bernoulli_log_likelihood(x, logits).mean()
         expected = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / batch
@@ -193,8 +197,8 @@ def check_cross_entropy_loss(fn: Callable[[torch.Tensor, torch.Tensor], torch.Te
                 f"{label} is right for moderate logits but breaks for large ones (|logits| ~ 40, as a trained model "
                 f"produces): expected {ref.item():.4g}, got {out.item() if isinstance(out, torch.Tensor) and out.numel() == 1 else out}. "
                 "sigmoid(40) rounds to exactly 1 and log(1 - 1) = -inf (F.binary_cross_entropy clamps it to -100). "
-                "Compute from the logits: -(x * logits - F.softplus(logits)), or F.binary_cross_entropy_with_logits")
-    ok(f"{label} matches F.binary_cross_entropy_with_logits(reduction='sum') / batch in value and gradient on {len(cases)} "
+                "Never form sigmoid(a): write both logs directly in terms of a with F.softplus (hint 2)")
+    ok(f"{label} matches the cross-entropy from logits in value and gradient on {len(cases)} "
        "cases and is stable for large logits")
 
 
@@ -244,16 +248,16 @@ def check_training_step(fn: Callable[..., Any]) -> None:
             raise CheckFailed(
                 f"the parameters did not change in {label}: "
                 + ("the gradients were computed but optimizer.step() was not called after loss.backward()"
-                   if has_grads else "no gradient reached the parameters before the step; the order is "
-                   "optimizer.zero_grad(), loss.backward(), optimizer.step()")
+                   if has_grads else "no gradient reached the parameters before the step: optimizer.step() can only "
+                   "use a gradient that loss.backward() has already computed")
             )
         elif close(moved, -lr * (grad_now + stale), rtol=1e-3, atol=1e-6):
             raise CheckFailed(f"on the second call of {label} the step used the sum of this batch's and the previous "
-                              "batch's gradients: call optimizer.zero_grad() before loss.backward(), because "
-                              "backward() adds to the .grad already there")
+                              "batch's gradients: backward() adds to the .grad already there, so the old gradients "
+                              "must be gone before this batch's backward()")
         elif close(moved, -lr * stale, rtol=1e-3, atol=1e-6):
-            raise CheckFailed(f"{label} stepped with the previous batch's gradients: the order is "
-                              "zero_grad(), loss.backward(), optimizer.step()")
+            raise CheckFailed(f"{label} stepped with the previous batch's gradients: when optimizer.step() runs, .grad "
+                              "must hold the gradient of this batch's loss")
         elif close(moved, lr * grad_now, rtol=1e-3, atol=1e-6):
             raise CheckFailed(f"{label} climbed the loss instead of descending it: minimise loss_fn(model, x)['loss'] "
                               "itself (no minus sign) and let the optimizer take the step")
