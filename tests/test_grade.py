@@ -283,3 +283,13 @@ def test_command_line_json_for_bad_submissions(tmp_path: Path, capsys: pytest.Ca
     assert reports[0]["score"] == 0 and reports[0]["exercises"] == []
     code = grade.main([str(tmp_path / "junk.ipynb"), "--source", str(FIXTURE)])
     assert code == 1 and "not_a_notebook (cannot read it" in capsys.readouterr().out
+
+
+def test_the_exercise_table_keeps_optional_points_out_of_the_maximum() -> None:
+    rows = grade.exercise_table([REPO / "notebooks" / "02_vae.ipynb"]).splitlines()
+    total = next(i for i, row in enumerate(rows) if "**total** (the maximum)" in row)
+    optional = [i for i, row in enumerate(rows) if "optional, on top" in row]
+    assert optional and min(optional) > total
+    required = [row for row in rows[2:total]]
+    assert rows[total].endswith(f"**{sum(int(r.rsplit('|', 2)[1]) for r in required)}** |")
+    assert rows[-1] == rows[total].replace("02_vae.ipynb", "**series**").replace(" (the maximum)", "")

@@ -84,19 +84,43 @@ def _num(x: float | None) -> str:
     return "-" if x is None else f"{x:g}"
 
 
+def is_optional(ex: Exercise, cell: nbformat.NotebookNode | None = None) -> bool:
+    """Optional exercises: "optional" in the points-table title or an ``optional`` cell tag."""
+    tags = (cell or {}).get("metadata", {}).get("tags", []) if cell is not None else []
+    return "optional" in ex.title.lower() or "optional" in tags
+
+
+def _on_top(title: str) -> str:
+    """An optional exercise's title, saying that its points come on top of the maximum."""
+    if "optional" in title and title.endswith(")"):
+        return title[:-1] + ", on top)"
+    return f"{title} (optional, on top)"
+
+
 def exercise_table(paths: list[Path]) -> str:
-    """A markdown table of every notebook's exercises and points (notebooks without exercises are left out)."""
+    """A markdown table of every notebook's exercises and points (notebooks without exercises are left out).
+
+    Optional exercises are listed after their notebook's total and do not count in it, the rule
+    both graders follow (they raise no maximum).
+    """
     rows = ["| notebook | exercise | check cell | graded | points |", "| --- | --- | --- | --- | ---: |"]
     total = 0.0
     for path in paths:
-        found = exercises(nbformat.read(path, as_version=4))
-        for ex in found:
-            how = "by hand" if ex.manual else "automatically"
-            rows.append(f"| {Path(path).name} | {ex.title} | `{ex.grade_id}` | {how} | {_num(ex.points)} |")
+        nb = nbformat.read(path, as_version=4)
+        cells = {nbgrader_meta(c).get("grade_id"): c for c in nb.cells}
+        found = exercises(nb)
+        required = [ex for ex in found if not is_optional(ex, cells.get(ex.grade_id))]
+        extra = [ex for ex in found if is_optional(ex, cells.get(ex.grade_id))]
+        name = Path(path).name
+        for ex, title in [(ex, ex.title) for ex in required]:
+            rows.append(f"| {name} | {title} | `{ex.grade_id}` | {'by hand' if ex.manual else 'automatically'} | {_num(ex.points)} |")
         if found:
-            subtotal = sum(ex.points for ex in found)
-            rows.append(f"| {Path(path).name} | **total** | | | **{_num(subtotal)}** |")
+            subtotal = sum(ex.points for ex in required)
+            rows.append(f"| {name} | **total**{' (the maximum)' if extra else ''} | | | **{_num(subtotal)}** |")
             total += subtotal
+        for ex in extra:
+            rows.append(f"| {name} | {_on_top(ex.title)} | `{ex.grade_id}` | {'by hand' if ex.manual else 'automatically'} "
+                        f"| {_num(ex.points)} |")
     rows.append(f"| **series** | **total** | | | **{_num(total)}** |")
     return "\n".join(rows)
 

@@ -23,7 +23,7 @@ from typing import Any
 import nbformat
 
 from . import shipped
-from .assignment import (CODE_STUB, Exercise, _num, exercise_table, exercises, grade_ids, is_check_cell,  # noqa: F401
+from .assignment import (CODE_STUB, Exercise, _num, exercise_table, exercises, grade_ids, is_check_cell, is_optional,  # noqa: F401
                          is_manual_cell, make_student, nbgrader_meta, points_table_call, student_version)
 from .config import is_fast
 from .runner import describe_error, expand_notebooks
@@ -308,12 +308,6 @@ def _failed_in_hidden(reply: dict[str, str], source: str, count: int | None = No
     found = re.search(rf"(?:Cell In\[{number}\], line |<ipython-input-{number}-[^>]*> in <module>[^\n]*\n-+> )(\d+)",
                       _ANSI.sub("", reply.get("traceback", "")))
     return bool(found) and int(found.group(1)) in _hidden_lines(source)
-
-
-def is_optional(ex: Exercise, cell: nbformat.NotebookNode | None = None) -> bool:
-    """Optional exercises: "optional" in the points-table title or an ``optional`` cell tag."""
-    tags = (cell or {}).get("metadata", {}).get("tags", []) if cell is not None else []
-    return "optional" in ex.title.lower() or "optional" in tags
 
 
 def score(executed: nbformat.NotebookNode, src: nbformat.NotebookNode, info: RunInfo | None = None,
