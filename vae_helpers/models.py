@@ -7,6 +7,7 @@ p(x|z)), ``log_likelihood(x, z)``, ``mean_image(z)`` and ``log_importance_weight
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -401,6 +402,25 @@ class ConvVAE(VAEBase):
         return self.decoder(h)  # (B, 1, 28, 28)
 
 
+def _dry_run(model: nn.Module, input_shape: tuple[int, ...], handles: list[Any]) -> None:
+    """One forward pass of a zero input ``(1, *input_shape)`` in eval mode (encode then decode for a VAE), then
+    remove the hooks in ``handles`` and restore the model's mode."""
+    param = next(model.parameters(), None)
+    x = torch.zeros(1, *input_shape, device=param.device if param is not None else "cpu")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            if hasattr(model, "encode") and hasattr(model, "decode"):
+                model.decode(model.encode(x)[0])
+            else:
+                model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+
+
 def layer_summary(model: nn.Module, input_shape: tuple[int, ...], as_rows: bool = False) -> str | list[tuple[str, str, int]]:
     """Layer-by-layer table (layer, output shape, parameters) from one forward pass of zeros ``(1, *input_shape)``.
 
@@ -420,20 +440,7 @@ def layer_summary(model: nn.Module, input_shape: tuple[int, ...], as_rows: bool 
 
     leaves = [m for m in model.modules() if not list(m.children())]
     handles = [m.register_forward_hook(hook) for m in leaves]
-    param = next(model.parameters(), None)
-    x = torch.zeros(1, *input_shape, device=param.device if param is not None else "cpu")
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            if hasattr(model, "encode") and hasattr(model, "decode"):
-                model.decode(model.encode(x)[0])
-            else:
-                model(x)
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    _dry_run(model, input_shape, handles)
     if as_rows:
         return rows
     total = sum(p.numel() for p in model.parameters())
@@ -468,18 +475,5 @@ def count_multiply_adds(model: nn.Module, input_shape: tuple[int, ...]) -> int:
             total[0] += output[0].numel() * module.in_channels // module.groups * kh * kw
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d))]
-    param = next(model.parameters(), None)
-    x = torch.zeros(1, *input_shape, device=param.device if param is not None else "cpu")
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            if hasattr(model, "encode") and hasattr(model, "decode"):
-                model.decode(model.encode(x)[0])
-            else:
-                model(x)
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    _dry_run(model, input_shape, handles)
     return total[0]
