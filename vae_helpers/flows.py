@@ -417,3 +417,138 @@ def fit_planar_flows_2d(energies: Sequence[Energy], num_flows: Sequence[int], nu
         bar.close()
         torch.set_num_threads(threads)
     return bank.eval(), history
+
+
+def planar_inverse(y: torch.Tensor, u_hat: torch.Tensor, w: torch.Tensor, b: torch.Tensor, num_iters: int = 60) -> torch.Tensor:
+    """z with f(z) = y for one invertible planar map (wᵀû > -1), by bisection along w.
+
+    wᵀf(z) = a + wᵀû tanh(a + b) with a = wᵀz is increasing in a, and a lies within |wᵀû| of wᵀy;
+    then z = y - û tanh(a + b). Args: y ``(N, D)``; u_hat, w ``(D,)``; b ``(1,)`` or a float. Returns z ``(N, D)``.
+    """
+    _tensors(y=y, u_hat=u_hat, w=w)
+    if y.dim() != 2 or u_hat.shape != (y.shape[-1],) or w.shape != u_hat.shape:
+        raise ValueError(f"need y (N, D) and u_hat, w (D,); got y {tuple(y.shape)}, u_hat {tuple(u_hat.shape)}, w {tuple(w.shape)}")
+    wu = float(w @ u_hat)
+    if wu <= -1:
+        raise ValueError(f"the map is not invertible: wᵀû = {wu:.3f} must exceed -1 (use constrain_u)")
+    b = torch.as_tensor(b, dtype=y.dtype).reshape(-1)[0]
+    t = y @ w  # wᵀy, (N,)
+    low, high = t - abs(wu) - 1e-6, t + abs(wu) + 1e-6
+    for _ in range(num_iters):
+        mid = 0.5 * (low + high)
+        above = mid + wu * torch.tanh(mid + b) > t
+        low, high = torch.where(above, low, mid), torch.where(above, mid, high)
+    a = 0.5 * (low + high)  # wᵀz, (N,)
+    return y - u_hat * torch.tanh(a + b)[:, None]
+
+
+@dataclass
+class PosteriorFlow:
+    """q_K(z) of one input: z = mu + σ ⊙ f_K ∘ … ∘ f_1(ε), ε ~ N(0, I), with û, w ``(K, D)``, b ``(K,)``.
+
+    A planar map after the diagonal affine map is again a planar map, so this is the VAE's family q_K.
+    """
+
+    mu: torch.Tensor
+    logvar: torch.Tensor
+    u_hat: torch.Tensor
+    w: torch.Tensor
+    b: torch.Tensor
+
+    @property
+    def num_flows(self) -> int:
+        return self.u_hat.shape[0]
+
+    def sample(self, num_samples: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``num_samples`` draws z ``(N, D)`` and their log q_K(z) ``(N,)``."""
+        eps = torch.randn(num_samples, self.mu.shape[-1], generator=generator, dtype=self.mu.dtype)
+        return _push(eps, self.mu, self.logvar, self.u_hat, self.w, self.b)
+
+    @torch.no_grad()
+    def log_density(self, z: torch.Tensor) -> torch.Tensor:
+        """log q_K(z) at any points z ``(N, D)`` (the flows inverted layer by layer) -> ``(N,)``."""
+        _tensors(z=z)
+        y = (z - self.mu) * torch.exp(-0.5 * self.logvar)  # (N, D), the flows' output
+        log_det = torch.zeros(z.shape[0], dtype=z.dtype)
+        for k in reversed(range(self.num_flows)):
+            y = planar_inverse(y, self.u_hat[k], self.w[k], self.b[k : k + 1])
+            log_det = log_det + planar_transform(y, self.u_hat[k], self.w[k], self.b[k : k + 1])[1]
+        return standard_normal_log_density(y) - log_det - 0.5 * self.logvar.sum()
+
+
+def _push(eps: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, u_hat: torch.Tensor, w: torch.Tensor,
+          b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """ε ``(N, D)`` -> z = mu + σ ⊙ f(ε) ``(N, D)`` and log q_K(z) ``(N,)``."""
+    y, log_det = eps, torch.zeros(eps.shape[0], dtype=eps.dtype)
+    for k in range(u_hat.shape[0]):
+        y, ld = planar_transform(y, u_hat[k], w[k], b[k : k + 1])
+        log_det = log_det + ld
+    log_q = standard_normal_log_density(eps) - log_det - 0.5 * logvar.sum()
+    return mu + torch.exp(0.5 * logvar) * y, log_q
+
+
+def fit_posterior_flow(log_joint: Energy, mu: torch.Tensor, logvar: torch.Tensor, num_flows: int, num_steps: int = 1000,
+                       batch_size: int = 128, lr: float = 1e-2, anneal_steps: int = 0, seed: int = 0,
+                       init_scale: float = 1.0) -> tuple[list[PosteriorFlow], torch.Tensor]:
+    """Fit q_K (a diagonal Gaussian for K = 0) to M unnormalised posteriors at once by maximising each ELBO.
+
+    Minimises E_q[log q_K(z) - β_t log_joint(z)] by Monte Carlo with ``batch_size`` samples per posterior
+    (β_t rises from 0.01 to 1 over ``anneal_steps``, then stays 1); Adam, starting from ``mu, logvar``
+    ``(M, D)`` and random flows (uniform in ±``init_scale``). ``log_joint``: z ``(N, M, D)`` -> log p(x_m, z)
+    ``(N, M)``. Returns one ``PosteriorFlow`` per posterior and the -ELBO estimates per step ``(num_steps, M)``.
+    """
+    _tensors(mu=mu, logvar=logvar)
+    if mu.dim() != 2 or logvar.shape != mu.shape:
+        raise ValueError(f"mu and logvar must have one shape (M, D), got {tuple(mu.shape)} and {tuple(logvar.shape)}")
+    for name, value in (("num_flows", num_flows), ("num_steps", num_steps), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "num_flows" else 1):
+            raise ValueError(f"{name} must be a {'non-negative' if name == 'num_flows' else 'positive'} int, got {value!r}")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small tensors: one thread is fastest, also on a busy machine
+    try:
+        generator = torch.Generator().manual_seed(seed)
+        (M, dim), dtype = mu.shape, mu.dtype
+        rand = lambda *shape: (torch.rand(*shape, generator=generator, dtype=dtype) * 2 - 1) * init_scale
+        params = [p.requires_grad_() for p in (mu.detach().clone(), logvar.detach().clone(),
+                                               rand(M, num_flows, dim), rand(M, num_flows, dim), rand(M, num_flows))]
+        optimizer = torch.optim.Adam(params, lr=lr)
+        history = torch.zeros(num_steps, M)
+        for step in range(num_steps):
+            beta = min(1.0, 0.01 + step / anneal_steps) if anneal_steps else 1.0
+            m, lv, u, w, b = params
+            eps = torch.randn(batch_size, M, dim, generator=generator, dtype=dtype)  # (N, M, D)
+            y, log_det = planar_flow_sequence(eps, u, w, b)  # (N, M, D), (N, M)
+            log_q = standard_normal_log_density(eps) - log_det - 0.5 * lv.sum(-1)  # (N, M)
+            log_p = log_joint(m + torch.exp(0.5 * lv) * y)  # (N, M)
+            loss = (log_q - beta * log_p).mean(0)  # (M,)
+            optimizer.zero_grad(set_to_none=True)
+            loss.sum().backward()
+            optimizer.step()
+            history[step] = (log_q - log_p).mean(0).detach()
+    finally:
+        torch.set_num_threads(threads)
+    m, lv, u, w, b = (p.detach() for p in params)
+    u_hat = constrain_u(u, w)
+    return [PosteriorFlow(m[i], lv[i], u_hat[i], w[i], b[i]) for i in range(M)], history
+
+@torch.no_grad()
+def grid_log_joint(model: VAEBase, x: torch.Tensor, grid: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """log p(x, z) = log p(x | z) + log p(z) of a Bernoulli-decoder VAE for every input and grid point.
+
+    The decoder runs once per grid point, not once per pair: log p(x | z) is a matrix product of
+    the binary images with log σ(logits) and log σ(-logits). Args: x ``(N, 784)`` in {0, 1}; grid ``(G, D)``.
+    Returns ``(N, G)``.
+    """
+    _tensors(x=x, grid=grid)
+    if getattr(model, "likelihood", None) != "bernoulli":
+        raise ValueError("grid_log_joint needs a VAE with a Bernoulli decoder")
+    if x.dim() != 2 or grid.dim() != 2:
+        raise ValueError(f"need x (N, pixels) and grid (G, D), got {tuple(x.shape)} and {tuple(grid.shape)}")
+    out = torch.empty(x.shape[0], grid.shape[0])
+    x = x.float()
+    for start in range(0, grid.shape[0], chunk):
+        z = grid[start : start + chunk].float()  # (g, D)
+        logits = model.decode(z).reshape(z.shape[0], -1)  # (g, pixels)
+        out[:, start : start + z.shape[0]] = x @ F.logsigmoid(logits).T + (1 - x) @ F.logsigmoid(-logits).T \
+            + standard_normal_log_density(z)
+    return out

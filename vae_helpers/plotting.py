@@ -535,3 +535,32 @@ def kl_per_dimension_by_beta(kl: ArrayLike, betas: Sequence[float], threshold: f
     ax.legend(frameon=False, fontsize=8, loc="lower left")
     ax.grid(alpha=0.3, which="both")
     return ax
+
+
+def seed_points(values: Sequence[Sequence[float]], labels: Sequence[str], ax: plt.Axes | None = None,
+                ylabel: str = "nats", title: str = "") -> plt.Axes:
+    """One column per model: a dot per seed and a bar at the mean; the y-axis is fitted to the values, not from 0.
+
+    ``values``: one sequence of per-seed numbers per model, ``labels`` one name per model.
+    """
+    if len(values) == 0 or len(values) != len(labels):
+        raise ValueError(f"need one list of per-seed values per label, got {len(values)} lists and {len(labels)} labels")
+    columns = [_as_array(v, "values").reshape(-1) for v in values]
+    if any(c.size == 0 for c in columns):
+        raise ValueError("every model needs at least one value")
+    ax = _axes(ax, (1.3 * len(columns) + 2, 3.5))
+    for i, c in enumerate(columns):
+        ax.scatter(np.full(c.size, i) + np.linspace(-0.08, 0.08, c.size), c, color=f"C{i}", s=30, zorder=3)
+        ax.hlines(c.mean(), i - 0.25, i + 0.25, color="black", lw=2, zorder=2)
+        ax.text(i + 0.28, c.mean(), f"{c.mean():.2f}", va="center", fontsize=9)
+    low, high = min(c.min() for c in columns), max(c.max() for c in columns)
+    pad = 0.15 * (high - low) if high > low else 0.5
+    ax.set_ylim(low - pad, high + pad)
+    ax.set_xlim(-0.5, len(columns) - 0.2)
+    ax.set_xticks(range(len(columns)))
+    ax.set_xticklabels(labels)
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="y", alpha=0.3)
+    if title:
+        ax.set_title(title)
+    return ax
