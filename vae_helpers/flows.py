@@ -532,6 +532,7 @@ def fit_posterior_flow(log_joint: Energy, mu: torch.Tensor, logvar: torch.Tensor
     return [PosteriorFlow(m[i], lv[i], u_hat[i], w[i], b[i]) for i in range(M)], history
 
 @torch.no_grad()
+@torch.no_grad()
 def grid_log_joint(model: VAEBase, x: torch.Tensor, grid: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
     """log p(x, z) = log p(x | z) + log p(z) of a Bernoulli-decoder VAE for every input and grid point.
 
