@@ -313,3 +313,24 @@ def test_fast_mode_limits_hold_a_slot_for_minutes_at_most(key: Path, tmp_path: P
                            "--no-isolation"], capture_output=True, text=True, timeout=300, cwd=REPO)
     limits = json.loads(done.stdout)[0]["limits"]
     assert limits["cell_timeout"] == 60 and limits["budget_s"] == 300  # seconds: fast-mode cells need seconds
+
+
+READ_SHADOW = ("import pathlib\ndef answer():\n    try:\n        text = pathlib.Path('/etc/shadow').read_text()\n"
+               "    except OSError:\n        return 0\n    return 42 if 'root:' in text else 0")
+
+
+@pytest.mark.slow
+def test_the_hosts_password_files_are_unreadable_in_the_sandbox(key: Path, tmp_path: Path) -> None:
+    if not Path("/etc/shadow").exists():
+        pytest.skip("this machine has no /etc/shadow")
+    readable_here = False
+    try:
+        readable_here = "root:" in Path("/etc/shadow").read_text()
+    except OSError:
+        pass
+    report = run(submission(key, tmp_path / "subs" / "shadow.ipynb", t_answer=READ_SHADOW), key)
+    (_, answer) = report.exercises
+    assert answer.score == 0, "a submission read /etc/shadow inside the sandbox"
+    if readable_here:  # the grader itself can read it (it runs as root): the sandbox is what stops it
+        unboxed = run(submission(key, tmp_path / "subs2" / "shadow.ipynb", t_answer=READ_SHADOW), key, isolate=False)
+        assert unboxed.exercises[1].score == 1

@@ -21,6 +21,10 @@ from pathlib import Path
 INSTALL_HINT = "apt-get update && apt-get install -y bubblewrap"
 PROBE_TIMEOUT = 120  # seconds for the kernel probe (its first run imports torch and vae_helpers)
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc")
+# host secrets under the system folders: inside the sandbox each is an empty file or folder, whatever the
+# grader's own rights (a grader running as root could otherwise read them through the read-only bind)
+SECRETS = ("/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-", "/etc/sudoers", "/etc/ssh",
+           "/etc/ssl/private", "/etc/security/opasswd")
 
 
 class IsolationUnavailable(RuntimeError):
@@ -91,6 +95,11 @@ class Sandbox:
                "--uid", "65534", "--gid", "65534"]
         for path in SYSTEM_DIRS:
             box += ["--ro-bind-try", path, path]
+        for path in SECRETS:
+            if os.path.isdir(path):
+                box += ["--tmpfs", path, "--remount-ro", path]
+            elif os.path.lexists(path):
+                box += ["--ro-bind", "/dev/null", path]
         box += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--ro-bind-try", "/sys/devices/system/cpu",
                 "/sys/devices/system/cpu"]
         for path in readable_paths():
