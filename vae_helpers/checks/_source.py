@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dis
+import functools
 import importlib
 import types
 from typing import Any, Iterator, Mapping
@@ -75,6 +76,7 @@ def _functions_of(obj: Any) -> list[types.FunctionType]:
     return [call] if isinstance(call, types.FunctionType) and not _is_library(type(obj)) else []
 
 
+@functools.lru_cache(maxsize=1)  # asked for every function the reading walks; the folders do not change
 def _library_dirs() -> tuple[str, ...]:
     """Folders whose code is not the learner's: this package, the standard library, installed packages."""
     import os
